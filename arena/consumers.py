@@ -1,0 +1,150 @@
+"""The battle websocket: parse an event, call one service, send the result."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from arena import services
+from arena.events import (
+    ArenaError,
+    BattleResume,
+    BattleStart,
+    ClientEvent,
+    MessageSend,
+    Regenerate,
+    ServerEvent,
+    Stop,
+    VoteCast,
+    battle_group,
+    client_event_parse,
+    error_event,
+)
+from arena.models import Battle
+from arena.selectors import battle_models, battle_state
+from inference.dispatch import generation_cancel, generation_start
+
+log = logging.getLogger(__name__)
+
+
+@database_sync_to_async
+def _battle_owned(battle_id: str, session_key: str) -> uuid.UUID:
+    try:
+        pk = uuid.UUID(battle_id)
+        owner = Battle.objects.values_list("session_key", flat=True).get(pk=pk)
+    except (ValueError, Battle.DoesNotExist):
+        raise ArenaError("no_battle") from None
+    if owner != session_key:
+        raise ArenaError("forbidden")
+    return pk
+
+
+class BattleConsumer(AsyncJsonWebsocketConsumer):
+    battle_id: uuid.UUID | None = None
+    session_key: str = ""
+
+    async def connect(self) -> None:
+        session = self.scope.get("session")
+        self.session_key = (session.session_key if session is not None else None) or ""
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        await self._unwatch()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            event = client_event_parse(text_data)
+            if not self.session_key:
+                raise ArenaError("no_session")
+            await self.handle(event)
+        except ArenaError as err:
+            await self.send_json(error_event(err))
+        except Exception:
+            log.exception("websocket event failed")
+            await self.send_json(
+                {"type": "error", "code": "internal", "message": "Something went wrong; try again."}
+            )
+
+    async def handle(self, event: ClientEvent) -> None:
+        key = self.session_key
+        if isinstance(event, BattleStart):
+            battle = await database_sync_to_async(services.battle_create)(
+                session_key=key,
+                mode=event.mode,
+                contender_a=event.contender_a,
+                contender_b=event.contender_b,
+            )
+            await self._watch(battle.id)
+            await self.send_json(await self._state())
+            return
+        if isinstance(event, BattleResume):
+            await self._watch(await _battle_owned(event.battle, key))
+            await self.send_json(await self._state())
+            return
+        battle_id = self._current()
+        if isinstance(event, MessageSend):
+            answers = await database_sync_to_async(services.turn_create)(
+                battle_id=battle_id, session_key=key, text=event.text
+            )
+            await self._broadcast(await self._state())
+            await generation_start([a.pk for a in answers])
+        elif isinstance(event, Regenerate):
+            answers = await database_sync_to_async(services.turn_regenerate)(
+                battle_id=battle_id, session_key=key
+            )
+            await self._broadcast(await self._state())
+            await generation_start([a.pk for a in answers])
+        elif isinstance(event, Stop):
+            ids = await database_sync_to_async(services.answers_unfinished)(
+                battle_id=battle_id, session_key=key
+            )
+            await generation_cancel(ids)
+            await self._broadcast(await self._state())
+        elif isinstance(event, VoteCast):
+            vote = await database_sync_to_async(services.vote_record)(
+                battle_id=battle_id, session_key=key, choice=event.choice
+            )
+            battle = await database_sync_to_async(
+                lambda: Battle.objects.select_related("contender_a", "contender_b").get(
+                    pk=vote.battle_id
+                )
+            )()
+            await self._broadcast(
+                {"type": "vote.recorded", "choice": vote.choice, "models": battle_models(battle)}
+            )
+            await self._broadcast(await self._state())
+
+    # --- group plumbing ---------------------------------------------------
+
+    async def battle_event(self, message: dict[str, Any]) -> None:
+        """A server event published to this battle's group (by a worker or a peer)."""
+        await self.send_json(message["event"])
+
+    def _current(self) -> uuid.UUID:
+        if self.battle_id is None:
+            raise ArenaError("no_battle", "Start a battle first.")
+        return self.battle_id
+
+    async def _watch(self, battle_id: uuid.UUID) -> None:
+        if self.battle_id == battle_id:
+            return
+        await self._unwatch()
+        self.battle_id = battle_id
+        await self.channel_layer.group_add(battle_group(battle_id), self.channel_name)
+
+    async def _unwatch(self) -> None:
+        if self.battle_id is not None:
+            await self.channel_layer.group_discard(battle_group(self.battle_id), self.channel_name)
+            self.battle_id = None
+
+    async def _state(self) -> ServerEvent:
+        return await database_sync_to_async(battle_state)(battle_id=self._current())
+
+    async def _broadcast(self, event: ServerEvent) -> None:
+        await self.channel_layer.group_send(
+            battle_group(self._current()), {"type": "battle.event", "event": event}
+        )

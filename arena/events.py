@@ -1,0 +1,252 @@
+"""Every websocket event, in one place.
+
+Client -> server events are parsed by `client_event_parse` into dataclasses
+(or a ArenaError with a stable code); server -> client events are
+TypedDicts built by the small constructors below. The README documents both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+# --- errors -----------------------------------------------------------------
+
+# Stable error codes; the README lists them. Each is a visitor-facing reason.
+ERROR_CODES = {
+    "bad_json": "The message is not a JSON object.",
+    "unknown_type": "Unknown event type.",
+    "bad_field": "A field is missing or has the wrong type.",
+    "no_session": "No session cookie; reload the page.",
+    "no_battle": "There is no battle with that id for this visitor.",
+    "forbidden": "That battle belongs to another visitor.",
+    "no_contenders": "Not enough enabled contenders to start a battle.",
+    "bad_contender": "Pick two different, enabled contenders.",
+    "empty_prompt": "The message is empty.",
+    "prompt_too_long": "The message is too long.",
+    "too_many_turns": "This battle has reached its turn limit; vote or start a new round.",
+    "busy": "Wait until both answers are finished.",
+    "not_ready": "Both answers of the last turn must be finished before voting.",
+    "failed_turn": "An answer of the last turn failed; regenerate it before voting.",
+    "nothing_to_do": "There is nothing to regenerate or stop.",
+    "already_voted": "This battle already has a vote; start a new round.",
+    "invalid_choice": "The vote must be one of a, b, tie, both_bad.",
+    "too_large": "The message is too large.",
+}
+
+
+class ArenaError(Exception):
+    def __init__(self, code: str, message: str | None = None) -> None:
+        assert code in ERROR_CODES, code
+        self.code = code
+        self.message = message or ERROR_CODES[code]
+        super().__init__(self.message)
+
+
+# --- client -> server -----------------------------------------------------
+
+VoteChoice = Literal["a", "b", "tie", "both_bad"]
+VOTE_CHOICES: tuple[str, ...] = ("a", "b", "tie", "both_bad")
+MAX_FRAME_CHARS = 64_000
+
+
+@dataclass(frozen=True)
+class BattleStart:
+    mode: Literal["anonymous", "named"] = "anonymous"
+    contender_a: str | None = None
+    contender_b: str | None = None
+
+
+@dataclass(frozen=True)
+class BattleResume:
+    battle: str
+
+
+@dataclass(frozen=True)
+class MessageSend:
+    text: str
+
+
+@dataclass(frozen=True)
+class VoteCast:
+    choice: VoteChoice
+
+
+@dataclass(frozen=True)
+class Regenerate:
+    pass
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+ClientEvent = BattleStart | BattleResume | MessageSend | VoteCast | Regenerate | Stop
+
+
+def _field(data: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
+    if name not in data or data[name] is None:
+        if required:
+            raise ArenaError("bad_field", f"Field {name!r} is required.")
+        return None
+    value = data[name]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ArenaError("bad_field", f"Field {name!r} must be a {kind.__name__}.")
+    return value
+
+
+def client_event_parse(raw: str | None) -> ClientEvent:
+    if raw is None:
+        raise ArenaError("bad_json", "Binary frames are not accepted.")
+    if len(raw) > MAX_FRAME_CHARS:
+        raise ArenaError("too_large")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ArenaError("bad_json") from None
+    if not isinstance(data, dict):
+        raise ArenaError("bad_json")
+    kind = data.get("type")
+    if kind == "battle.start":
+        mode = _field(data, "mode", str, required=False) or "anonymous"
+        if mode not in ("anonymous", "named"):
+            raise ArenaError("bad_field", "Field 'mode' must be 'anonymous' or 'named'.")
+        a = _field(data, "contender_a", str, required=mode == "named")
+        b = _field(data, "contender_b", str, required=mode == "named")
+        return BattleStart(mode=mode, contender_a=a, contender_b=b)
+    if kind == "battle.resume":
+        return BattleResume(battle=_field(data, "battle", str))
+    if kind == "message.send":
+        return MessageSend(text=_field(data, "text", str))
+    if kind == "vote":
+        choice = _field(data, "choice", str)
+        if choice not in VOTE_CHOICES:
+            raise ArenaError("invalid_choice")
+        return VoteCast(choice=choice)
+    if kind == "regenerate":
+        return Regenerate()
+    if kind == "stop":
+        return Stop()
+    raise ArenaError("unknown_type", f"Unknown event type {str(kind)[:40]!r}.")
+
+
+# --- server -> client -----------------------------------------------------
+
+
+class AnswerState(TypedDict):
+    side: str
+    attempt: int
+    status: str
+    text: str
+    html: str
+    stats: AnswerStats
+    error: ErrorInfo | None
+
+
+class AnswerStats(TypedDict):
+    tokens: int | None
+    prompt_tokens: int | None
+    ttft_ms: float | None
+    duration_ms: float | None
+    tokens_per_s: float | None
+    finish_reason: str
+
+
+class ErrorInfo(TypedDict):
+    code: str
+    message: str
+
+
+class TurnState(TypedDict):
+    index: int
+    user: str
+    a: AnswerState | None
+    b: AnswerState | None
+
+
+class BattleInfo(TypedDict):
+    id: str
+    mode: str
+    status: str
+    can_vote: bool
+    can_send: bool
+    turns_left: int
+    # Names are present only when the mode is named or the battle is voted.
+    models: dict[str, str] | None
+    vote: str | None
+
+
+class BattleStateEvent(TypedDict):
+    type: Literal["battle.state"]
+    battle: BattleInfo
+    turns: list[TurnState]
+
+
+class GenStartEvent(TypedDict):
+    type: Literal["gen.start"]
+    side: str
+    turn: int
+    attempt: int
+
+
+class GenDeltaEvent(TypedDict):
+    type: Literal["gen.delta"]
+    side: str
+    turn: int
+    attempt: int
+    seq: int
+    offset: int  # where `text` starts in the full answer: lets a client stitch after a resync
+    text: str
+
+
+class GenDoneEvent(TypedDict):
+    type: Literal["gen.done"]
+    side: str
+    turn: int
+    attempt: int
+    text: str
+    html: str
+    stats: AnswerStats
+
+
+class GenErrorEvent(TypedDict):
+    type: Literal["gen.error"]
+    side: str
+    turn: int
+    attempt: int
+    code: str
+    message: str
+
+
+class VoteRecordedEvent(TypedDict):
+    type: Literal["vote.recorded"]
+    choice: str
+    models: dict[str, str]
+
+
+class ErrorEvent(TypedDict):
+    type: Literal["error"]
+    code: str
+    message: str
+
+
+ServerEvent = (
+    BattleStateEvent
+    | GenStartEvent
+    | GenDeltaEvent
+    | GenDoneEvent
+    | GenErrorEvent
+    | VoteRecordedEvent
+    | ErrorEvent
+)
+
+
+def error_event(err: ArenaError) -> ErrorEvent:
+    return {"type": "error", "code": err.code, "message": err.message}
+
+
+def battle_group(battle_id: object) -> str:
+    """The channel-layer group every socket watching a battle joins."""
+    return f"battle.{battle_id}".replace("-", "")

@@ -1,0 +1,84 @@
+"""Selectors: reads shaped for pages and the websocket protocol."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from arena.events import AnswerState, AnswerStats, BattleStateEvent, TurnState
+from arena.markdown import render_markdown
+from arena.models import Answer, Battle, Side
+
+
+def answer_stats(answer: Answer) -> AnswerStats:
+    rate = None
+    if answer.tokens and answer.duration_ms and answer.ttft_ms is not None:
+        decode_ms = answer.duration_ms - answer.ttft_ms
+        if decode_ms > 0 and answer.tokens > 1:
+            rate = round((answer.tokens - 1) / (decode_ms / 1000), 2)
+    return {
+        "tokens": answer.tokens,
+        "prompt_tokens": answer.prompt_tokens,
+        "ttft_ms": answer.ttft_ms,
+        "duration_ms": answer.duration_ms,
+        "tokens_per_s": rate,
+        "finish_reason": answer.finish_reason,
+    }
+
+
+def answer_state(answer: Answer) -> AnswerState:
+    return {
+        "side": answer.side,
+        "attempt": answer.attempt,
+        "status": answer.status,
+        "text": answer.text,
+        "html": render_markdown(answer.text) if answer.is_finished else "",
+        "stats": answer_stats(answer),
+        "error": (
+            {"code": answer.error_code, "message": answer.error_message}
+            if answer.status == Answer.Status.ERROR
+            else None
+        ),
+    }
+
+
+def battle_models(battle: Battle) -> dict[str, str]:
+    return {"a": battle.contender_a.name, "b": battle.contender_b.name}
+
+
+def battle_state(*, battle_id: object) -> BattleStateEvent:
+    """The whole battle as the visitor may see it: names only once revealed."""
+    battle = Battle.objects.select_related("contender_a", "contender_b").get(pk=battle_id)
+    turns: list[TurnState] = []
+    last_current: list[Answer] = []
+    for turn in battle.turns.prefetch_related("answers"):
+        current = {a.side: a for a in turn.answers.all() if not a.superseded}
+        last_current = list(current.values())
+        turns.append(
+            {
+                "index": turn.index,
+                "user": turn.user_text,
+                "a": answer_state(current[Side.A]) if Side.A in current else None,
+                "b": answer_state(current[Side.B]) if Side.B in current else None,
+            }
+        )
+    is_open = battle.status == Battle.Status.OPEN
+    finished = bool(last_current) and all(a.is_finished for a in last_current)
+    failed = any(a.status == Answer.Status.ERROR for a in last_current)
+    revealed = battle.mode == Battle.Mode.NAMED or not is_open
+    vote = getattr(battle, "vote", None) if not is_open else None
+    return {
+        "type": "battle.state",
+        "battle": {
+            "id": str(battle.id),
+            "mode": battle.mode,
+            "status": battle.status,
+            "can_vote": is_open and finished and not failed,
+            "can_send": is_open
+            and (not turns or (finished and not failed))
+            and len(turns) < settings.ARENA_MAX_TURNS,
+            "turns_left": max(0, settings.ARENA_MAX_TURNS - len(turns)),
+            "models": battle_models(battle) if revealed else None,
+            "vote": vote.choice if vote else None,
+        },
+        "turns": turns,
+    }

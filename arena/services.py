@@ -1,0 +1,304 @@
+"""Services: every write to battles, turns, answers and votes goes through here.
+
+Each write service locks its battle row first, so concurrent sockets of one
+visitor cannot interleave (a vote racing a regenerate, say); "once" rules are
+enforced by the database (unique constraints, conditional updates).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from arena.events import ArenaError
+from arena.history import messages_build
+from arena.models import Answer, Battle, Side, Turn, Vote
+from arena.sampling import pair_sample
+from inference.engines.base import GenerationRequest
+from inference.models import Contender, Engine
+
+DEFAULT_PARAMS = {"temperature": 0.7, "top_p": 1.0}
+
+
+def _battle_lock(battle_id: object) -> Battle:
+    return Battle.objects.select_for_update().select_related("contender_a", "contender_b").get(
+        pk=battle_id
+    )
+
+
+def battle_create(
+    *,
+    session_key: str,
+    mode: str = Battle.Mode.ANONYMOUS,
+    contender_a: str | None = None,
+    contender_b: str | None = None,
+    rng: random.Random | None = None,
+) -> Battle:
+    """A new battle: a weighted random pair on random sides, or, in named
+    mode, the two contenders the visitor picked."""
+    if not session_key:
+        raise ArenaError("no_session")
+    live = [c for c in Contender.objects.filter(enabled=True).exclude(engine=Engine.NONE)]
+    if mode == Battle.Mode.NAMED:
+        by_name = {c.name: c for c in live}
+        if contender_a == contender_b or contender_a not in by_name or contender_b not in by_name:
+            raise ArenaError("bad_contender")
+        a, b = by_name[contender_a], by_name[contender_b]
+    else:
+        try:
+            i, j = pair_sample([c.weight for c in live], rng or random.SystemRandom())
+        except ValueError:
+            raise ArenaError("no_contenders") from None
+        a, b = live[i], live[j]
+    return Battle.objects.create(session_key=session_key, mode=mode, contender_a=a, contender_b=b)
+
+
+def _current_answers(turn: Turn) -> dict[str, Answer]:
+    return {a.side: a for a in turn.answers.filter(superseded=False)}
+
+
+def _last_turn(battle: Battle) -> Turn | None:
+    return battle.turns.order_by("-index").first()
+
+
+def _require_open(battle: Battle) -> None:
+    if battle.status != Battle.Status.OPEN:
+        raise ArenaError("already_voted")
+
+
+def _resolved_params(contender: Contender) -> dict[str, Any]:
+    params: dict[str, Any] = {**DEFAULT_PARAMS, **(contender.params or {})}
+    params.setdefault("max_tokens", settings.ARENA_MAX_NEW_TOKENS)
+    return params
+
+
+def turn_create(*, battle_id: object, session_key: str, text: str) -> list[Answer]:
+    """Add the visitor's message as a new turn with a pending answer per side.
+
+    Each side gets its own history: its own earlier answers, trimmed from the
+    oldest exchange to fit its contender's context window.
+    """
+    text = text.strip()
+    if not text:
+        raise ArenaError("empty_prompt")
+    if len(text) > settings.ARENA_MAX_PROMPT_CHARS:
+        raise ArenaError(
+            "prompt_too_long",
+            f"The message is too long ({len(text)} characters; the limit is "
+            f"{settings.ARENA_MAX_PROMPT_CHARS}).",
+        )
+    with transaction.atomic():
+        battle = _battle_lock(battle_id)
+        _require_owner(battle, session_key)
+        _require_open(battle)
+        turns = list(battle.turns.prefetch_related("answers"))
+        if len(turns) >= settings.ARENA_MAX_TURNS:
+            raise ArenaError("too_many_turns")
+        history: dict[str, list[tuple[str, str]]] = {Side.A: [], Side.B: []}
+        for turn in turns:
+            current = {a.side: a for a in turn.answers.all() if not a.superseded}
+            for side in (Side.A, Side.B):
+                answer = current.get(side)
+                if answer is None or not answer.is_finished:
+                    raise ArenaError("busy")
+                if answer.status == Answer.Status.ERROR:
+                    raise ArenaError("failed_turn")
+                history[side].append((turn.user_text, answer.text))
+        turn = Turn.objects.create(battle=battle, index=len(turns), user_text=text)
+        answers = []
+        for side in (Side.A, Side.B):
+            contender = battle.contender(side)
+            params = _resolved_params(contender)
+            messages = messages_build(
+                system_prompt=contender.system_prompt,
+                exchanges=history[side],
+                user_text=text,
+                budget_tokens=contender.context_window - int(params["max_tokens"]),
+            )
+            if messages is None:
+                raise ArenaError("prompt_too_long", "The message does not fit the model's context.")
+            answers.append(
+                Answer.objects.create(
+                    turn=turn, side=side, contender=contender, messages=messages, params=params
+                )
+            )
+        return answers
+
+
+def turn_regenerate(*, battle_id: object, session_key: str) -> list[Answer]:
+    """New answers for both sides of the last turn; the old ones are kept, superseded."""
+    with transaction.atomic():
+        battle = _battle_lock(battle_id)
+        _require_owner(battle, session_key)
+        _require_open(battle)
+        turn = _last_turn(battle)
+        if turn is None:
+            raise ArenaError("nothing_to_do")
+        current = _current_answers(turn)
+        if any(not a.is_finished for a in current.values()):
+            raise ArenaError("busy")
+        Answer.objects.filter(turn=turn, superseded=False).update(superseded=True)
+        return [
+            Answer.objects.create(
+                turn=turn,
+                side=old.side,
+                attempt=old.attempt + 1,
+                contender=old.contender,
+                messages=old.messages,
+                params=old.params,
+            )
+            for old in sorted(current.values(), key=lambda a: a.side)
+        ]
+
+
+def answers_unfinished(*, battle_id: object, session_key: str) -> list[int]:
+    """Ids of the answers a `stop` should cancel."""
+    battle = Battle.objects.get(pk=battle_id)
+    _require_owner(battle, session_key)
+    ids = list(
+        Answer.objects.filter(
+            turn__battle=battle,
+            superseded=False,
+            status__in=[Answer.Status.PENDING, Answer.Status.STREAMING],
+        ).values_list("id", flat=True)
+    )
+    if not ids:
+        raise ArenaError("nothing_to_do")
+    # A pending answer that no worker has claimed yet is stopped right here.
+    Answer.objects.filter(id__in=ids, status=Answer.Status.PENDING).update(
+        status=Answer.Status.STOPPED, finish_reason="stopped", finished_at=timezone.now()
+    )
+    return ids
+
+
+def vote_record(*, battle_id: object, session_key: str, choice: str) -> Vote:
+    """Record the visitor's vote on the last turn and close the battle.
+
+    Allowed once, and only when both current answers of the last turn are
+    finished without error. The unique constraint on the battle is the final
+    word on "once", even for a retry racing its original.
+    """
+    if choice not in Vote.Choice.values:
+        raise ArenaError("invalid_choice")
+    with transaction.atomic():
+        battle = _battle_lock(battle_id)
+        _require_owner(battle, session_key)
+        _require_open(battle)
+        turn = _last_turn(battle)
+        if turn is None:
+            raise ArenaError("not_ready")
+        current = _current_answers(turn)
+        if len(current) != 2 or any(not a.is_finished for a in current.values()):
+            raise ArenaError("not_ready")
+        if any(a.status == Answer.Status.ERROR for a in current.values()):
+            raise ArenaError("failed_turn")
+        try:
+            with transaction.atomic():
+                vote = Vote.objects.create(
+                    battle=battle,
+                    turn=turn,
+                    contender_a=battle.contender_a,
+                    contender_b=battle.contender_b,
+                    choice=choice,
+                    session_key=session_key,
+                    anonymous=battle.mode == Battle.Mode.ANONYMOUS,
+                )
+        except IntegrityError:
+            raise ArenaError("already_voted") from None
+        Battle.objects.filter(pk=battle.pk).update(status=Battle.Status.VOTED)
+        return vote
+
+
+def _require_owner(battle: Battle, session_key: str) -> None:
+    if not session_key or battle.session_key != session_key:
+        raise ArenaError("forbidden")
+
+
+# --- generation bookkeeping (called by inference's task) ------------------
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    answer_id: int
+    battle_id: str
+    turn: int
+    side: str
+    attempt: int
+    engine: str
+    request: GenerationRequest
+
+
+def answer_claim(*, answer_id: int) -> GenerationJob | None:
+    """Move a pending answer to streaming; None if someone else has it, or it
+    was stopped or superseded meanwhile. A conditional UPDATE is the claim."""
+    claimed = Answer.objects.filter(
+        pk=answer_id, status=Answer.Status.PENDING, superseded=False
+    ).update(status=Answer.Status.STREAMING, started_at=timezone.now())
+    if not claimed:
+        return None
+    answer = Answer.objects.select_related("turn", "contender").get(pk=answer_id)
+    params = dict(answer.params)
+    request = GenerationRequest(
+        model=answer.contender.model,
+        messages=answer.messages,
+        temperature=float(params.pop("temperature", 0.7)),
+        top_p=float(params.pop("top_p", 1.0)),
+        max_tokens=int(params.pop("max_tokens", settings.ARENA_MAX_NEW_TOKENS)),
+        seed=int(params["seed"]) if "seed" in params else None,
+        extra={k: float(v) for k, v in params.items() if k != "seed"},
+    )
+    return GenerationJob(
+        answer_id=answer.pk,
+        battle_id=str(answer.turn.battle_id),
+        turn=answer.turn.index,
+        side=answer.side,
+        attempt=answer.attempt,
+        engine=answer.contender.engine,
+        request=request,
+    )
+
+
+def answer_progress(*, answer_id: int, text: str) -> None:
+    """Save the partial text of a streaming answer, so a reconnect resyncs to it."""
+    Answer.objects.filter(pk=answer_id, status=Answer.Status.STREAMING).update(text=text)
+
+
+@dataclass(frozen=True)
+class AnswerOutcome:
+    status: str
+    text: str
+    finish_reason: str = ""
+    prompt_tokens: int | None = None
+    tokens: int | None = None
+    ttft_ms: float | None = None
+    duration_ms: float | None = None
+    error_code: str = ""
+    error_message: str = ""
+
+
+def answer_complete(*, answer_id: int, outcome: AnswerOutcome) -> bool:
+    """Save the final text and stats; False if the answer was already finished."""
+    finished_at: datetime = timezone.now()
+    return bool(
+        Answer.objects.filter(pk=answer_id)
+        .filter(Q(status=Answer.Status.STREAMING) | Q(status=Answer.Status.PENDING))
+        .update(
+            status=outcome.status,
+            text=outcome.text,
+            finish_reason=outcome.finish_reason,
+            prompt_tokens=outcome.prompt_tokens,
+            tokens=outcome.tokens,
+            ttft_ms=outcome.ttft_ms,
+            duration_ms=outcome.duration_ms,
+            error_code=outcome.error_code,
+            error_message=outcome.error_message,
+            finished_at=finished_at,
+        )
+    )

@@ -1,0 +1,200 @@
+"""Django settings, read from the environment.
+
+With nothing set, the embedded default runs: SQLite, the in-memory channel
+layer, generation in threads of the web process, the local SmolLM2 engine.
+`DATABASE_URL` switches to PostgreSQL and `REDIS_URL` to the Redis channel
+layer and Celery workers. Every variable is listed in the README.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from arena.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("ARENA_DATA_DIR", str(BASE_DIR / "var"))).expanduser()
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+PRODUCTION = env_bool("ARENA_PRODUCTION", False)
+
+
+def _secret_key() -> str:
+    key = env_str("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    if PRODUCTION:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when ARENA_PRODUCTION is on")
+    # Embedded default: a random key kept beside the SQLite file, so sessions
+    # survive a restart and no key ever lives in the repository.
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "arena",
+    "inference",
+    "ratings",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "arena.urls"
+ASGI_APPLICATION = "arena.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------
+
+DATABASE_URL = env_url("DATABASE_URL", schemes=("postgres", "postgresql", "sqlite"))
+if DATABASE_URL:
+    try:
+        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))
+    except Exception as exc:  # dj_database_url raises a bare ValueError
+        raise ImproperlyConfigured(f"DATABASE_URL could not be parsed: {exc}") from None
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(DATA_DIR / "arena.sqlite3")}
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the generation threads write while pages read; IMMEDIATE avoids
+    # "database is locked" upgrades inside write transactions.
+    _db["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    _db["TEST"] = {"NAME": str(DATA_DIR / "test_arena.sqlite3")}
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- channel layer, tasks -------------------------------------------------
+
+REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# "thread": generation runs in a thread pool of the web process (embedded
+# default); "celery": in separate Celery worker processes fed through Redis.
+ARENA_TASKS = env_choice("ARENA_TASKS", "celery" if REDIS_URL else "thread", ("thread", "celery"))
+if ARENA_TASKS == "celery" and not REDIS_URL:
+    raise ImproperlyConfigured("ARENA_TASKS=celery needs REDIS_URL (the Celery broker)")
+ARENA_THREAD_WORKERS = env_int("ARENA_THREAD_WORKERS", 4, minimum=1)
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"inference.tasks.generate_answer": {"queue": "generation"}}
+
+# --- engines --------------------------------------------------------------
+
+ARENA_MODEL_CACHE = Path(env_str("ARENA_MODEL_CACHE", str(DATA_DIR / "models"))).expanduser()
+# Load the local model when a server or worker starts, not on the first prompt.
+ARENA_PRELOAD = env_bool("ARENA_PRELOAD", True)
+# Torch threads per process; 0 lets the engine size it to the machine.
+ARENA_TORCH_THREADS = env_int("ARENA_TORCH_THREADS", 0, minimum=0)
+
+# --- battle limits --------------------------------------------------------
+
+ARENA_MAX_TURNS = env_int("ARENA_MAX_TURNS", 8, minimum=1)
+ARENA_MAX_PROMPT_CHARS = env_int("ARENA_MAX_PROMPT_CHARS", 4000, minimum=1)
+ARENA_MAX_NEW_TOKENS = env_int("ARENA_MAX_NEW_TOKENS", 256, minimum=1)
+ARENA_DELTA_INTERVAL = env_float("ARENA_DELTA_INTERVAL_MS", 40.0, minimum=1.0) / 1000.0
+ARENA_GENERATION_TIMEOUT = env_float("ARENA_GENERATION_TIMEOUT", 300.0, minimum=1.0)
+
+# --- sessions, security ---------------------------------------------------
+
+SESSION_COOKIE_AGE = 60 * 60 * 24 * 30
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- static files, i18n ---------------------------------------------------
+
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(DATA_DIR / "static")))
+ARENA_SERVE_STATIC = env_bool("ARENA_SERVE_STATIC", True)
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("ARENA_LOG_LEVEL", "INFO").upper()},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

@@ -1,0 +1,270 @@
+// The battle page: one websocket, the protocol of arena/events.py.
+// Model text is only ever written with textContent while streaming; the
+// finished answer's HTML comes from the server, already sanitised.
+"use strict";
+
+(function () {
+  const root = document.getElementById("arena");
+  const mode = root.dataset.mode;
+  const statusEl = document.getElementById("status");
+  const promptEl = document.getElementById("prompt");
+  const sendBtn = document.getElementById("send");
+  const stopBtn = document.getElementById("stop");
+  const regenBtn = document.getElementById("regenerate");
+  const newBtn = document.getElementById("new-round");
+  const revealEl = document.getElementById("reveal");
+  const voteBtns = Array.from(document.querySelectorAll("[data-vote]"));
+  const STORE_KEY = "arena.battle." + mode;
+
+  let ws = null;
+  let retry = 0;
+  let battle = null; // battle info from the last battle.state
+  let turns = []; // [{index, user, a: answer|null, b: answer|null}]
+  let pendingText = null; // a message waiting for its battle to start
+  let resyncAsked = false;
+
+  function setStatus(text, isError) {
+    statusEl.textContent = text;
+    statusEl.classList.toggle("error", Boolean(isError));
+  }
+
+  function send(event) {
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      ws.send(JSON.stringify(event));
+      return true;
+    }
+    setStatus("Not connected; reconnecting…", true);
+    return false;
+  }
+
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    ws = new WebSocket(proto + "//" + location.host + root.dataset.wsPath);
+    ws.onopen = function () {
+      retry = 0;
+      const saved = sessionStorage.getItem(STORE_KEY);
+      if (saved) {
+        send({ type: "battle.resume", battle: saved });
+        setStatus("Reconnected.");
+      } else {
+        setStatus("Ready. Type a prompt to start.");
+      }
+      render();
+    };
+    ws.onmessage = function (msg) {
+      let event;
+      try {
+        event = JSON.parse(msg.data);
+      } catch (e) {
+        return;
+      }
+      const handler = handlers[event.type];
+      if (handler) handler(event);
+      render();
+    };
+    ws.onclose = function () {
+      const wait = Math.min(10000, 500 * Math.pow(2, retry++));
+      setStatus("Connection lost; retrying in " + Math.round(wait / 1000) + " s…", true);
+      render();
+      setTimeout(connect, wait);
+    };
+  }
+
+  function answer(turnIndex, side) {
+    const turn = turns.find(function (t) { return t.index === turnIndex; });
+    return turn ? turn[side] : null;
+  }
+
+  function askResync() {
+    if (!resyncAsked && battle) {
+      resyncAsked = true;
+      send({ type: "battle.resume", battle: battle.id });
+    }
+  }
+
+  const handlers = {
+    "battle.state": function (e) {
+      resyncAsked = false;
+      battle = e.battle;
+      turns = e.turns;
+      sessionStorage.setItem(STORE_KEY, battle.id);
+      if (pendingText !== null && turns.length === 0) {
+        const text = pendingText;
+        pendingText = null;
+        send({ type: "message.send", text: text });
+      }
+    },
+    "gen.start": function (e) {
+      const a = answer(e.turn, e.side);
+      if (!a || a.attempt !== e.attempt) return askResync();
+      a.status = "streaming";
+    },
+    "gen.delta": function (e) {
+      const a = answer(e.turn, e.side);
+      if (!a || a.attempt !== e.attempt) return askResync();
+      a.status = "streaming";
+      const have = a.text.length;
+      if (e.offset === have) {
+        a.text += e.text;
+      } else if (e.offset < have) {
+        // Part of this delta was already in the resynced text.
+        a.text += e.text.slice(have - e.offset);
+      } else {
+        askResync(); // a gap: fetch the saved text
+      }
+    },
+    "gen.done": function (e) {
+      const a = answer(e.turn, e.side);
+      if (!a || a.attempt !== e.attempt) return askResync();
+      a.status = e.stats.finish_reason === "stopped" ? "stopped" : "done";
+      a.text = e.text;
+      a.html = e.html;
+      a.stats = e.stats;
+    },
+    "gen.error": function (e) {
+      const a = answer(e.turn, e.side);
+      if (!a || a.attempt !== e.attempt) return askResync();
+      a.status = "error";
+      a.error = { code: e.code, message: e.message };
+    },
+    "vote.recorded": function (e) {
+      if (battle) {
+        battle.models = e.models;
+        battle.vote = e.choice;
+        battle.status = "voted";
+      }
+    },
+    "error": function (e) {
+      setStatus(e.message + " (" + e.code + ")", true);
+      if (e.code === "no_battle" || e.code === "forbidden") {
+        sessionStorage.removeItem(STORE_KEY);
+        battle = null;
+        turns = [];
+      }
+    },
+  };
+
+  function lastAnswers() {
+    const last = turns[turns.length - 1];
+    return last ? [last.a, last.b].filter(Boolean) : [];
+  }
+
+  function finished(a) {
+    return a.status === "done" || a.status === "stopped" || a.status === "error";
+  }
+
+  function derived() {
+    const open = battle !== null && battle.status === "open";
+    const last = lastAnswers();
+    const allDone = last.length === 2 && last.every(finished);
+    const failed = last.some(function (a) { return a.status === "error"; });
+    const streaming = last.some(function (a) { return !finished(a); });
+    return {
+      canVote: open && allDone && !failed,
+      // A voted battle sends into a new round.
+      canSend: !open || ((turns.length === 0 || (allDone && !failed)) && battle.turns_left > 0),
+      streaming: streaming,
+      canRegen: open && turns.length > 0 && allDone,
+    };
+  }
+
+  function renderPane(side) {
+    const log = document.getElementById("log-" + side);
+    log.replaceChildren();
+    turns.forEach(function (turn) {
+      const user = document.createElement("div");
+      user.className = "msg user";
+      user.textContent = turn.user;
+      log.appendChild(user);
+      const a = turn[side];
+      const bot = document.createElement("div");
+      bot.className = "msg bot";
+      if (a) {
+        bot.dataset.status = a.status;
+        bot.dataset.turn = String(turn.index);
+        if (a.html && (a.status === "done" || a.status === "stopped")) {
+          bot.innerHTML = a.html; // sanitised on the server (arena/markdown.py)
+        } else {
+          bot.textContent = a.text;
+        }
+        if (a.status === "error" && a.error) {
+          const err = document.createElement("p");
+          err.className = "gen-error";
+          err.textContent = "⚠ " + a.error.message;
+          bot.appendChild(err);
+        }
+      }
+      log.appendChild(bot);
+    });
+    const last = turns[turns.length - 1];
+    const stats = document.getElementById("stats-" + side);
+    const s = last && last[side] && last[side].stats;
+    stats.textContent = s && s.tokens ? s.tokens + " tokens · " + (s.ttft_ms ? Math.round(s.ttft_ms) + " ms to first token · " : "") + (s.tokens_per_s ? s.tokens_per_s + " tok/s" : "") : "";
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function render() {
+    renderPane("a");
+    renderPane("b");
+    const d = derived();
+    const connected = ws && ws.readyState === WebSocket.OPEN;
+    voteBtns.forEach(function (b) { b.disabled = !(connected && d.canVote); });
+    sendBtn.disabled = !(connected && d.canSend);
+    stopBtn.disabled = !(connected && d.streaming);
+    regenBtn.disabled = !(connected && d.canRegen);
+    const models = battle && battle.models;
+    document.getElementById("name-a").textContent = models ? "· " + models.a : "";
+    document.getElementById("name-b").textContent = models ? "· " + models.b : "";
+    if (battle && battle.status === "voted" && models) {
+      revealEl.hidden = false;
+      const labels = { a: "Model A (" + models.a + ") won", b: "Model B (" + models.b + ") won", tie: "A tie", both_bad: "Both were bad" };
+      revealEl.textContent = "Your vote: " + (labels[battle.vote] || battle.vote) + ". Model A was " + models.a + ", model B was " + models.b + ". Start a new round to keep going.";
+    } else {
+      revealEl.hidden = true;
+    }
+  }
+
+  document.getElementById("composer").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    const text = promptEl.value.trim();
+    if (!text) return;
+    if (battle === null || battle.status !== "open") {
+      pendingText = text;
+      const start = { type: "battle.start", mode: mode };
+      if (mode === "named") {
+        start.contender_a = document.getElementById("pick-a").value;
+        start.contender_b = document.getElementById("pick-b").value;
+      }
+      if (!send(start)) return;
+    } else if (!send({ type: "message.send", text: text })) {
+      return;
+    }
+    promptEl.value = "";
+    setStatus("Generating…");
+  });
+  promptEl.addEventListener("keydown", function (ev) {
+    if (ev.key === "Enter" && !ev.shiftKey) {
+      ev.preventDefault();
+      if (!sendBtn.disabled) document.getElementById("composer").requestSubmit();
+    }
+  });
+  voteBtns.forEach(function (b) {
+    b.addEventListener("click", function () {
+      if (send({ type: "vote", choice: b.dataset.vote })) setStatus("Vote sent…");
+    });
+  });
+  stopBtn.addEventListener("click", function () { send({ type: "stop" }); });
+  regenBtn.addEventListener("click", function () { send({ type: "regenerate" }); setStatus("Regenerating…"); });
+  newBtn.addEventListener("click", function () {
+    sessionStorage.removeItem(STORE_KEY);
+    battle = null;
+    turns = [];
+    pendingText = null;
+    setStatus("New round. Type a prompt to start.");
+    render();
+  });
+  if (mode === "named") {
+    document.getElementById("pick").addEventListener("change", function () { newBtn.click(); });
+  }
+  connect();
+})();

@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import path
+
+from arena import views
+
+urlpatterns = [
+    path("", views.battle_page, name="battle"),
+    path("side-by-side/", views.side_by_side_page, name="side_by_side"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

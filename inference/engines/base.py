@@ -1,0 +1,62 @@
+"""The engine interface: what every way of producing an answer implements.
+
+Small on purpose: one async streaming call. The local transformers engine and
+an OpenAI-compatible HTTP engine sit beside each other behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol, TypedDict
+
+
+class Message(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    model: str
+    messages: list[Message]
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+    tokens: int = 0  # new tokens this delta covers, when the engine knows
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+StreamEvent = TextDelta | StreamEnd
+
+
+class EngineError(Exception):
+    """A failure the visitor should see as that side's error, with a stable code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Engine(Protocol):
+    def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        """Yield text deltas, then exactly one StreamEnd.
+
+        Closing the iterator early (`aclose()`) cancels the generation and
+        frees what it holds. Raises EngineError for failures.
+        """
+        ...

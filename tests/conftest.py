@@ -1,0 +1,178 @@
+"""Shared fixtures: named people, contenders on the real model, and real
+processes (a Celery worker, a daphne server) pointed at the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.contrib.sessions.backends.db import SessionStore
+
+from inference.models import Contender, Engine
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("ARENA_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts"))
+ON_SERVICES = bool(settings.REDIS_URL) and settings.DATABASES["default"]["ENGINE"].endswith(
+    "postgresql"
+)
+
+# A few tokens keep real-model generations well under a second.
+TINY = {"temperature": 0.0, "max_tokens": 6}
+
+
+@pytest.fixture
+def alpha(db: None) -> Contender:
+    return Contender.objects.create(
+        name="alpha", engine=Engine.LOCAL, system_prompt="You are terse.", params=TINY
+    )
+
+
+@pytest.fixture
+def beta(db: None) -> Contender:
+    return Contender.objects.create(name="beta", engine=Engine.LOCAL, params=TINY)
+
+
+@pytest.fixture
+def contenders(alpha: Contender, beta: Contender) -> list[Contender]:
+    return [alpha, beta]
+
+
+def _session() -> str:
+    store = SessionStore()
+    store.create()
+    assert store.session_key
+    return store.session_key
+
+
+@pytest.fixture
+def alice(db: None) -> str:
+    """Alice's session key: a visitor who opened the page."""
+    return _session()
+
+
+@pytest.fixture
+def mallory(db: None) -> str:
+    """Mallory's session key: another visitor, who should not touch Alice's battles."""
+    return _session()
+
+
+# --- real processes -------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_database_url() -> str:
+    """The URL of the database pytest-django created, for child processes."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = quote(db.get("USER") or "")
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        DATABASE_URL=child_database_url(),
+        ARENA_DATA_DIR=str(settings.DATA_DIR),
+        PYTHONUNBUFFERED="1",
+    )
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+    env.update(extra)
+    return env
+
+
+class Process:
+    """A child process in its own process group, with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.log_path = ARTIFACTS / f"{name}.log"
+        self.log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def wait_for_log(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log_path.read_text(errors="replace"):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.log_path.name} did not show {needle!r}:\n{self.tail()}")
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[Process]:
+    """A real Celery worker process on the Redis broker, with the real model."""
+    if settings.ARENA_TASKS != "celery":
+        pytest.skip("generation runs in threads here (no REDIS_URL)")
+    worker = Process(
+        "celery-worker",
+        [sys.executable, "-m", "celery", "-A", "arena", "worker", "--pool", "threads",
+         "--concurrency", "4", "-Q", "generation,default", "--loglevel", "INFO",
+         "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"],
+        child_env(),
+    )  # fmt: skip
+    worker.wait_for_log("ready.", timeout=120)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def generation(request: pytest.FixtureRequest) -> None:
+    """Whatever runs generations in this configuration: a Celery worker on
+    Redis, or (embedded default) threads of this process."""
+    if settings.ARENA_TASKS == "celery":
+        request.getfixturevalue("celery_worker")
+
+
+@pytest.fixture(scope="session")
+def live_server_process(django_db_setup: None, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A real daphne server on the test database; its URL. Generation goes to
+    the Celery worker when Redis is configured, else to daphne's own threads."""
+    if settings.ARENA_TASKS == "celery":
+        request.getfixturevalue("celery_worker")
+    port = free_port()
+    server = Process(
+        "daphne",
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+         "arena.asgi:application"],
+        child_env(),
+    )  # fmt: skip
+    server.wait_for_log("Listening on TCP address", timeout=120)
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
