@@ -7,6 +7,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from arena.celery import app as celery_app  # noqa: E402
+from arena.celery import app as celery_app
 
 __all__ = ["celery_app"]

@@ -28,6 +28,14 @@ class AnswerAdmin(admin.ModelAdmin):
 
 @admin.register(Vote)
 class VoteAdmin(admin.ModelAdmin):
-    list_display = ("id", "choice", "contender_a", "contender_b", "anonymous", "source", "created_at")
+    list_display = (
+        "id",
+        "choice",
+        "contender_a",
+        "contender_b",
+        "anonymous",
+        "source",
+        "created_at",
+    )
     list_filter = ("choice", "anonymous", "source")
     readonly_fields = ("session_key",)

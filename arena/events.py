@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 # --- errors -----------------------------------------------------------------
 
@@ -92,7 +92,7 @@ def _field(data: dict[str, Any], name: str, kind: type, *, required: bool = True
             raise ArenaError("bad_field", f"Field {name!r} is required.")
         return None
     value = data[name]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ArenaError("bad_field", f"Field {name!r} must be a {kind.__name__}.")
     return value
 
@@ -115,7 +115,9 @@ def client_event_parse(raw: str | None) -> ClientEvent:
             raise ArenaError("bad_field", "Field 'mode' must be 'anonymous' or 'named'.")
         a = _field(data, "contender_a", str, required=mode == "named")
         b = _field(data, "contender_b", str, required=mode == "named")
-        return BattleStart(mode=mode, contender_a=a, contender_b=b)
+        return BattleStart(
+            mode="named" if mode == "named" else "anonymous", contender_a=a, contender_b=b
+        )
     if kind == "battle.resume":
         return BattleResume(battle=_field(data, "battle", str))
     if kind == "message.send":
@@ -124,7 +126,7 @@ def client_event_parse(raw: str | None) -> ClientEvent:
         choice = _field(data, "choice", str)
         if choice not in VOTE_CHOICES:
             raise ArenaError("invalid_choice")
-        return VoteCast(choice=choice)
+        return VoteCast(choice=cast(VoteChoice, choice))
     if kind == "regenerate":
         return Regenerate()
     if kind == "stop":

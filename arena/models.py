@@ -132,7 +132,9 @@ class Vote(models.Model):
     battle = models.OneToOneField(
         Battle, on_delete=models.CASCADE, related_name="vote", null=True, blank=True
     )
-    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="+", null=True, blank=True)
+    turn = models.ForeignKey(
+        Turn, on_delete=models.CASCADE, related_name="+", null=True, blank=True
+    )
     # Copied from the battle so the leaderboard aggregates one table.
     contender_a = models.ForeignKey(Contender, on_delete=models.PROTECT, related_name="+")
     contender_b = models.ForeignKey(Contender, on_delete=models.PROTECT, related_name="+")

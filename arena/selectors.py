@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 
 from arena.events import AnswerState, AnswerStats, BattleStateEvent, TurnState
@@ -45,7 +47,7 @@ def battle_models(battle: Battle) -> dict[str, str]:
     return {"a": battle.contender_a.name, "b": battle.contender_b.name}
 
 
-def battle_state(*, battle_id: object) -> BattleStateEvent:
+def battle_state(*, battle_id: uuid.UUID | str) -> BattleStateEvent:
     """The whole battle as the visitor may see it: names only once revealed."""
     battle = Battle.objects.select_related("contender_a", "contender_b").get(pk=battle_id)
     turns: list[TurnState] = []

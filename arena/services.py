@@ -8,6 +8,7 @@ enforced by the database (unique constraints, conditional updates).
 from __future__ import annotations
 
 import random
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,9 +28,11 @@ from inference.models import Contender, Engine
 DEFAULT_PARAMS = {"temperature": 0.7, "top_p": 1.0}
 
 
-def _battle_lock(battle_id: object) -> Battle:
-    return Battle.objects.select_for_update().select_related("contender_a", "contender_b").get(
-        pk=battle_id
+def _battle_lock(battle_id: uuid.UUID | str) -> Battle:
+    return (
+        Battle.objects.select_for_update()
+        .select_related("contender_a", "contender_b")
+        .get(pk=battle_id)
     )
 
 
@@ -79,7 +82,7 @@ def _resolved_params(contender: Contender) -> dict[str, Any]:
     return params
 
 
-def turn_create(*, battle_id: object, session_key: str, text: str) -> list[Answer]:
+def turn_create(*, battle_id: uuid.UUID | str, session_key: str, text: str) -> list[Answer]:
     """Add the visitor's message as a new turn with a pending answer per side.
 
     Each side gets its own history: its own earlier answers, trimmed from the
@@ -132,7 +135,7 @@ def turn_create(*, battle_id: object, session_key: str, text: str) -> list[Answe
         return answers
 
 
-def turn_regenerate(*, battle_id: object, session_key: str) -> list[Answer]:
+def turn_regenerate(*, battle_id: uuid.UUID | str, session_key: str) -> list[Answer]:
     """New answers for both sides of the last turn; the old ones are kept, superseded."""
     with transaction.atomic():
         battle = _battle_lock(battle_id)
@@ -158,7 +161,7 @@ def turn_regenerate(*, battle_id: object, session_key: str) -> list[Answer]:
         ]
 
 
-def answers_unfinished(*, battle_id: object, session_key: str) -> list[int]:
+def answers_unfinished(*, battle_id: uuid.UUID | str, session_key: str) -> list[int]:
     """Ids of the answers a `stop` should cancel."""
     battle = Battle.objects.get(pk=battle_id)
     _require_owner(battle, session_key)
@@ -178,7 +181,7 @@ def answers_unfinished(*, battle_id: object, session_key: str) -> list[int]:
     return ids
 
 
-def vote_record(*, battle_id: object, session_key: str, choice: str) -> Vote:
+def vote_record(*, battle_id: uuid.UUID | str, session_key: str, choice: str) -> Vote:
     """Record the visitor's vote on the last turn and close the battle.
 
     Allowed once, and only when both current answers of the last turn are

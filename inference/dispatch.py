@@ -12,7 +12,6 @@ from django.conf import settings
 
 from inference.cancel import cancel_flags
 
-
 log = logging.getLogger(__name__)
 
 

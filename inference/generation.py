@@ -8,6 +8,7 @@ open while the model streams.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from arena.events import GenDeltaEvent
+from arena.events import GenDeltaEvent, GenErrorEvent
 from arena.markdown import render_markdown
 from arena.models import Answer
 from arena.selectors import answer_stats
@@ -66,9 +67,15 @@ def _fail(job: GenerationJob, publisher: Publisher, code: str, message: str) -> 
         )
         connection.close()
         if saved:
-            where = {"side": job.side, "turn": job.turn, "attempt": job.attempt}
-            event = {"type": "gen.error", **where, "code": code, "message": message}
-            asyncio.run(publisher.send(event))  # type: ignore[arg-type]
+            event: GenErrorEvent = {
+                "type": "gen.error",
+                "side": job.side,
+                "turn": job.turn,
+                "attempt": job.attempt,
+                "code": code,
+                "message": message,
+            }
+            asyncio.run(publisher.send(event))
     except Exception:
         log.exception("could not mark answer %s failed", job.answer_id)
 
@@ -108,16 +115,14 @@ class _Pump:
 
     async def close(self) -> None:
         self.task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self.task
-        except asyncio.CancelledError:
-            pass
         await self.stream.aclose()  # type: ignore[attr-defined]
 
 
 async def _generate(job: GenerationJob, publisher: Publisher) -> None:
-    where = {"side": job.side, "turn": job.turn, "attempt": job.attempt}
-    await publisher.send({"type": "gen.start", **where})  # type: ignore[typeddict-item]
+    side, turn, attempt = job.side, job.turn, job.attempt
+    await publisher.send({"type": "gen.start", "side": side, "turn": turn, "attempt": attempt})
     interval = settings.ARENA_DELTA_INTERVAL
     flags = cancel_flags()
     started = time.monotonic()
@@ -136,7 +141,9 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
         if pending:
             delta: GenDeltaEvent = {
                 "type": "gen.delta",
-                **where,  # type: ignore[typeddict-item]
+                "side": side,
+                "turn": turn,
+                "attempt": attempt,
                 "seq": seq,
                 "offset": len(text) - len(pending),
                 "text": pending,
@@ -220,7 +227,14 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
         return
     if error is not None:
         await publisher.send(
-            {"type": "gen.error", **where, "code": error.code, "message": error.message}  # type: ignore[typeddict-item]
+            {
+                "type": "gen.error",
+                "side": side,
+                "turn": turn,
+                "attempt": attempt,
+                "code": error.code,
+                "message": error.message,
+            }
         )
     else:
         stats = answer_stats(
@@ -235,7 +249,9 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
         await publisher.send(
             {
                 "type": "gen.done",
-                **where,  # type: ignore[typeddict-item]
+                "side": side,
+                "turn": turn,
+                "attempt": attempt,
                 "text": text,
                 "html": render_markdown(text),
                 "stats": stats,

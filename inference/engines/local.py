@@ -52,8 +52,9 @@ def converted_model_dir(cache: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     # The GGUF weights are dequantised to fp32 on load; drop the quantizer
     # marker so the model saves and trains as a plain model.
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -142,7 +143,9 @@ class LocalEngine:
 class _Generation:
     """Runs `model.generate` in its own thread, pushing decoded text out."""
 
-    def __init__(self, loaded: _Loaded, request: GenerationRequest, stop: threading.Event, emit: Any) -> None:
+    def __init__(
+        self, loaded: _Loaded, request: GenerationRequest, stop: threading.Event, emit: Any
+    ) -> None:
         self.loaded = loaded
         self.request = request
         self.stop = stop

@@ -29,7 +29,7 @@ async def test_a_visitor_battles_votes_and_only_then_sees_the_names(
 
     await client.send({"type": "message.send", "text": "Say hello."})
     events = await client.answers_finished()
-    assert [e["type"] for e in events][0] == "battle.state"
+    assert events[0]["type"] == "battle.state"
     done = of_type(events, "gen.done")
     assert {e["side"] for e in done} == {"a", "b"}
     for side in ("a", "b"):
@@ -64,9 +64,11 @@ async def test_each_side_keeps_its_own_history_across_turns(
     await client.send({"type": "message.send", "text": "And another one?"})
     await client.answers_finished()
 
-    answers = await sync_to_async(list)(
-        Answer.objects.filter(turn__index=1).select_related("contender").order_by("side")
-    )
+    answers = await sync_to_async(
+        lambda: list(
+            Answer.objects.filter(turn__index=1).select_related("contender").order_by("side")
+        )
+    )()
     for answer in answers:
         earlier = next(e["text"] for e in first if e["side"] == answer.side)
         roles = [m["role"] for m in answer.messages]
@@ -113,7 +115,9 @@ async def test_regenerate_keeps_the_old_answers_as_superseded(
     await client.send({"type": "regenerate"})
     events = await client.answers_finished()
     assert {e["attempt"] for e in of_type(events, "gen.done")} == {1}
-    rows = await sync_to_async(list)(Answer.objects.values_list("side", "attempt", "superseded"))
+    rows = await sync_to_async(
+        lambda: list(Answer.objects.values_list("side", "attempt", "superseded"))
+    )()
     assert sorted(rows) == [("a", 0, True), ("a", 1, False), ("b", 0, True), ("b", 1, False)]
     await client.send({"type": "vote", "choice": "tie"})
     await client.until(lambda e: e["type"] == "vote.recorded")
@@ -134,7 +138,7 @@ async def test_stop_ends_both_streams_early(
     done = of_type(events, "gen.done")
     assert {e["stats"]["finish_reason"] for e in done} == {"stopped"}
     assert all(e["stats"]["tokens"] < 200 for e in done)
-    statuses = await sync_to_async(list)(Answer.objects.values_list("status", flat=True))
+    statuses = await sync_to_async(lambda: list(Answer.objects.values_list("status", flat=True)))()
     assert set(statuses) == {Answer.Status.STOPPED}
     await client.send({"type": "vote", "choice": "b"})
     assert (await client.until(lambda e: e["type"] in ("vote.recorded", "error")))[-1][
@@ -191,9 +195,7 @@ async def test_malformed_events_get_a_clear_error_and_the_socket_stays_open(
     await client.close()
 
 
-async def test_prompt_limits_are_enforced(
-    contenders: object, alice: str, settings: object
-) -> None:
+async def test_prompt_limits_are_enforced(contenders: object, alice: str, settings: object) -> None:
     client = Client(alice)
     await client.connect()
     await client.start()
@@ -232,9 +234,9 @@ async def test_votes_are_refused_before_both_answers_and_after_the_first(
     await client.send({"type": "vote", "choice": "a"})
     early = await client.until(lambda e: e["type"] == "error" or e["type"] == "vote.recorded")
     assert early[-1]["type"] == "error" and early[-1]["code"] == "not_ready"
-    await client.answers_finished(n=2 - len(
-        [e for e in client.seen if e["type"] in ("gen.done", "gen.error")]
-    ))
+    await client.answers_finished(
+        n=2 - len([e for e in client.seen if e["type"] in ("gen.done", "gen.error")])
+    )
     await client.send({"type": "vote", "choice": "b"})
     await client.until(lambda e: e["type"] == "vote.recorded")
     second = await client.error({"type": "vote", "choice": "a"})

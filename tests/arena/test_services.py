@@ -1,0 +1,169 @@
+"""Services and selectors as plain functions, on the test database."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from arena import services
+from arena.events import ArenaError
+from arena.models import Answer, Battle, Vote
+from arena.selectors import battle_state
+from inference.models import Contender, Engine
+
+pytestmark = pytest.mark.django_db
+
+
+def _finish(answers: list[Answer], status: str = Answer.Status.DONE, text: str = "ok") -> None:
+    for answer in answers:
+        Answer.objects.filter(pk=answer.pk).update(status=status, text=text)
+
+
+def test_battle_create_picks_two_distinct_enabled_contenders(
+    contenders: list[Contender], alice: str
+) -> None:
+    Contender.objects.create(name="off", enabled=False)
+    Contender.objects.create(name="imported", engine=Engine.NONE)
+    for seed in range(20):
+        battle = services.battle_create(session_key=alice, rng=random.Random(seed))
+        assert {battle.contender_a.name, battle.contender_b.name} == {"alpha", "beta"}
+    sides = {
+        services.battle_create(session_key=alice, rng=random.Random(s)).contender_a.name
+        for s in range(20)
+    }
+    assert sides == {"alpha", "beta"}
+
+
+def test_battle_create_without_two_contenders_is_a_clear_error(
+    alpha: Contender, alice: str
+) -> None:
+    with pytest.raises(ArenaError) as caught:
+        services.battle_create(session_key=alice)
+    assert caught.value.code == "no_contenders"
+
+
+def test_named_mode_refuses_the_same_contender_twice(contenders: object, alice: str) -> None:
+    with pytest.raises(ArenaError) as caught:
+        services.battle_create(
+            session_key=alice, mode="named", contender_a="alpha", contender_b="alpha"
+        )
+    assert caught.value.code == "bad_contender"
+
+
+def test_a_turn_gives_each_side_its_contenders_system_prompt_and_params(
+    contenders: object, alice: str
+) -> None:
+    battle = services.battle_create(
+        session_key=alice, mode="named", contender_a="alpha", contender_b="beta"
+    )
+    a, b = services.turn_create(battle_id=battle.pk, session_key=alice, text="  Hello  ")
+    assert a.messages == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hello"},
+    ]
+    assert b.messages == [{"role": "user", "content": "Hello"}]
+    assert a.params["max_tokens"] == 6 and a.params["temperature"] == 0.0
+
+
+def test_a_new_message_waits_for_both_answers(contenders: object, alice: str) -> None:
+    battle = services.battle_create(session_key=alice)
+    services.turn_create(battle_id=battle.pk, session_key=alice, text="one")
+    with pytest.raises(ArenaError) as caught:
+        services.turn_create(battle_id=battle.pk, session_key=alice, text="two")
+    assert caught.value.code == "busy"
+
+
+def test_a_vote_is_refused_on_a_failed_turn_until_it_is_regenerated(
+    contenders: object, alice: str
+) -> None:
+    battle = services.battle_create(session_key=alice)
+    a, b = services.turn_create(battle_id=battle.pk, session_key=alice, text="hi")
+    _finish([a])
+    _finish([b], status=Answer.Status.ERROR)
+    with pytest.raises(ArenaError) as caught:
+        services.vote_record(battle_id=battle.pk, session_key=alice, choice="a")
+    assert caught.value.code == "failed_turn"
+    state = battle_state(battle_id=battle.pk)
+    assert state["battle"]["can_vote"] is False
+    new = services.turn_regenerate(battle_id=battle.pk, session_key=alice)
+    _finish(new)
+    vote = services.vote_record(battle_id=battle.pk, session_key=alice, choice="a")
+    assert vote.turn_id == a.turn_id
+    assert Answer.objects.filter(superseded=True).count() == 2
+
+
+def test_a_vote_closes_the_battle_and_reveals_the_names(contenders: object, alice: str) -> None:
+    battle = services.battle_create(session_key=alice)
+    assert battle_state(battle_id=battle.pk)["battle"]["models"] is None
+    _finish(services.turn_create(battle_id=battle.pk, session_key=alice, text="hi"))
+    services.vote_record(battle_id=battle.pk, session_key=alice, choice="tie")
+    state = battle_state(battle_id=battle.pk)
+    assert state["battle"]["status"] == "voted"
+    assert state["battle"]["vote"] == "tie"
+    assert set(state["battle"]["models"].values()) == {"alpha", "beta"}  # type: ignore[union-attr]
+    with pytest.raises(ArenaError) as caught:
+        services.turn_create(battle_id=battle.pk, session_key=alice, text="more")
+    assert caught.value.code == "already_voted"
+
+
+def test_only_the_owner_may_act(contenders: object, alice: str, mallory: str) -> None:
+    battle = services.battle_create(session_key=alice)
+    for call in (
+        lambda: services.turn_create(battle_id=battle.pk, session_key=mallory, text="hi"),
+        lambda: services.vote_record(battle_id=battle.pk, session_key=mallory, choice="a"),
+        lambda: services.turn_regenerate(battle_id=battle.pk, session_key=mallory),
+        lambda: services.answers_unfinished(battle_id=battle.pk, session_key=mallory),
+    ):
+        with pytest.raises(ArenaError) as caught:
+            call()
+        assert caught.value.code == "forbidden"
+
+
+def test_the_database_refuses_a_second_vote_on_a_battle(contenders: object, alice: str) -> None:
+    battle = services.battle_create(session_key=alice)
+    _finish(services.turn_create(battle_id=battle.pk, session_key=alice, text="hi"))
+    vote = services.vote_record(battle_id=battle.pk, session_key=alice, choice="a")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Vote.objects.create(
+            battle=battle,
+            turn=vote.turn,
+            contender_a=battle.contender_a,
+            contender_b=battle.contender_b,
+            choice="b",
+            anonymous=True,
+            created_at=timezone.now(),
+        )
+
+
+def test_the_database_keeps_one_current_answer_per_side(contenders: object, alice: str) -> None:
+    battle = services.battle_create(session_key=alice)
+    a, _ = services.turn_create(battle_id=battle.pk, session_key=alice, text="hi")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Answer.objects.create(
+            turn=a.turn, side="a", attempt=5, contender=a.contender, messages=[], params={}
+        )
+
+
+def test_stop_marks_unclaimed_answers_stopped(contenders: object, alice: str) -> None:
+    battle = services.battle_create(session_key=alice)
+    a, b = services.turn_create(battle_id=battle.pk, session_key=alice, text="hi")
+    ids = services.answers_unfinished(battle_id=battle.pk, session_key=alice)
+    assert sorted(ids) == sorted([a.pk, b.pk])
+    assert set(Answer.objects.values_list("status", flat=True)) == {"stopped"}
+    assert services.answer_claim(answer_id=a.pk) is None
+    with pytest.raises(ArenaError) as caught:
+        services.answers_unfinished(battle_id=battle.pk, session_key=alice)
+    assert caught.value.code == "nothing_to_do"
+
+
+def test_an_answer_is_claimed_once(contenders: object, alice: str) -> None:
+    battle = services.battle_create(session_key=alice)
+    a, _ = services.turn_create(battle_id=battle.pk, session_key=alice, text="hi")
+    job = services.answer_claim(answer_id=a.pk)
+    assert job is not None and job.request.max_tokens == 6
+    assert job.request.messages[-1] == {"role": "user", "content": "hi"}
+    assert services.answer_claim(answer_id=a.pk) is None
+    assert Battle.objects.get().status == "open"
