@@ -142,6 +142,12 @@ class Vote(models.Model):
     session_key = models.CharField(max_length=64, blank=True, db_index=True)
     anonymous = models.BooleanField(help_text="Cast without seeing the names.")
     source = models.CharField(max_length=100, default="arena", db_index=True)
+    # Hygiene: such votes are kept but left out of the ratings by default.
+    over_cap = models.BooleanField(default=False, help_text="Over the visitor's daily vote cap.")
+    identity_leak = models.BooleanField(
+        default=False, help_text="An answer named a model or its vendor."
+    )
+    leak_evidence = models.CharField(max_length=200, blank=True)
     external_id = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 

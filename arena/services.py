@@ -24,6 +24,8 @@ from arena.models import Answer, Battle, Side, Turn, Vote
 from arena.sampling import pair_sample
 from inference.engines.base import GenerationRequest
 from inference.models import Contender, Engine
+from ratings.services import vote_annotate
+from ratings.tasks import leaderboard_refresh_maybe
 
 DEFAULT_PARAMS = {"temperature": 0.7, "top_p": 1.0}
 
@@ -216,7 +218,22 @@ def vote_record(*, battle_id: uuid.UUID | str, session_key: str, choice: str) ->
         except IntegrityError:
             raise ArenaError("already_voted") from None
         Battle.objects.filter(pk=battle.pk).update(status=Battle.Status.VOTED)
+        _vote_annotate(battle, vote)
+        transaction.on_commit(leaderboard_refresh_maybe)
         return vote
+
+
+def _vote_annotate(battle: Battle, vote: Vote) -> None:
+    turns = list(battle.turns.prefetch_related("answers").order_by("index"))
+    current = [{a.side: a for a in t.answers.all() if not a.superseded} for t in turns]
+    vote_annotate(
+        vote=vote,
+        prompts=[t.user_text for t in turns],
+        answers_a=[c[Side.A].text for c in current],
+        answers_b=[c[Side.B].text for c in current],
+        tokens_a=sum(c[Side.A].tokens or 0 for c in current),
+        tokens_b=sum(c[Side.B].tokens or 0 for c in current),
+    )
 
 
 def _require_owner(battle: Battle, session_key: str) -> None:

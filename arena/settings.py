@@ -162,6 +162,20 @@ ARENA_MAX_NEW_TOKENS = env_int("ARENA_MAX_NEW_TOKENS", 256, minimum=1)
 ARENA_DELTA_INTERVAL = env_float("ARENA_DELTA_INTERVAL_MS", 40.0, minimum=1.0) / 1000.0
 ARENA_GENERATION_TIMEOUT = env_float("ARENA_GENERATION_TIMEOUT", 300.0, minimum=1.0)
 
+# --- ratings --------------------------------------------------------------
+
+ARENA_MIN_VOTES = env_int("ARENA_MIN_VOTES", 50, minimum=1)  # fewer: provisional
+ARENA_DAILY_VOTE_CAP = env_int("ARENA_DAILY_VOTE_CAP", 200, minimum=1)
+ARENA_LEADERBOARD_EVERY = env_int("ARENA_LEADERBOARD_EVERY", 50, minimum=1)  # votes per refresh
+ARENA_LEADERBOARD_MINUTES = env_int("ARENA_LEADERBOARD_MINUTES", 10, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "leaderboard-refresh": {
+        "task": "ratings.tasks.leaderboard_refresh",
+        "schedule": ARENA_LEADERBOARD_MINUTES * 60.0,
+    },
+    "outlier-voters": {"task": "ratings.tasks.voters_flag", "schedule": 3600.0},
+}
+
 # --- sessions, security ---------------------------------------------------
 
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 30

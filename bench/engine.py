@@ -78,7 +78,8 @@ def direct(rounds: int, tokens: int) -> dict[str, tuple[float, float]]:
     asyncio.run(direct_one(engine, 8))  # warm-up
 
     async def run() -> dict[str, tuple[float, float]]:
-        one, two = [], []
+        one: list[tuple[float, float]] = []
+        two: list[tuple[float, float]] = []
         for i in range(rounds):
             log(f"  direct round {i + 1}/{rounds}: one side")
             one.append(await direct_one(engine, tokens))
@@ -113,7 +114,10 @@ class Stack:
         env.setdefault("ARENA_MODEL_CACHE", str(ROOT / "var" / "models"))
         if services:
             db = f"arena_bench_{os.getpid()}"
-            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {db}"], check=True)  # fmt: skip
+            subprocess.run(
+                ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {db}"],
+                check=True,
+            )
             self.db = db
             env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{db}"
             env["REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -129,8 +133,31 @@ class Stack:
         )
         subprocess.run([py, "manage.py", "shell", "-c", script], cwd=ROOT, env=env, check=True)
         if services:
-            self._spawn([py, "-m", "celery", "-A", "arena", "worker", "--pool", "threads", "-c", "4", "-Q", "generation,default", "--without-gossip", "--without-mingle", "-l", "WARNING"], "worker")  # fmt: skip
-        self._spawn([py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "arena.asgi:application"], "daphne")  # fmt: skip
+            self._spawn(
+                [
+                    py,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "arena",
+                    "worker",
+                    "--pool",
+                    "threads",
+                    "-c",
+                    "4",
+                    "-Q",
+                    "generation,default",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-l",
+                    "WARNING",
+                ],
+                "worker",
+            )
+        self._spawn(
+            [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "arena.asgi:application"],
+            "daphne",
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -143,7 +170,16 @@ class Stack:
 
     def _spawn(self, argv: list[str], name: str) -> None:
         out = (self.dir / f"{name}.log").open("wb")
-        self.procs.append(subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
+        self.procs.append(
+            subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     def close(self) -> None:
         for proc in self.procs:
@@ -151,7 +187,18 @@ class Stack:
         for proc in self.procs:
             proc.wait(timeout=30)
         if hasattr(self, "db"):
-            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {self.db}"], check=False)  # fmt: skip
+            subprocess.run(
+                [
+                    "psql",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-qc",
+                    f"DROP DATABASE IF EXISTS {self.db}",
+                ],
+                check=False,
+            )
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -164,7 +211,11 @@ async def platform_battle(url: str, a: str, b: str) -> dict[str, tuple[float, fl
     ws_url = url.replace("http", "ws") + "/ws/battle/"
     headers = {"Cookie": f"sessionid={cookie}", "Origin": url}
     async with websockets.connect(ws_url, additional_headers=headers) as ws:
-        await ws.send(json.dumps({"type": "battle.start", "mode": "named", "contender_a": a, "contender_b": b}))  # fmt: skip
+        await ws.send(
+            json.dumps(
+                {"type": "battle.start", "mode": "named", "contender_a": a, "contender_b": b}
+            )
+        )
         json.loads(await ws.recv())
         sent = time.perf_counter()
         await ws.send(json.dumps({"type": "message.send", "text": PROMPT}))
@@ -192,7 +243,8 @@ def platform(rounds: int, services: bool, tokens: int) -> dict[str, tuple[float,
     stack = Stack(services, tokens)
     try:
         asyncio.run(platform_battle(stack.url, "bench-a", "bench-one-token"))  # warm-up
-        one, two = [], []
+        one: list[tuple[float, float]] = []
+        two: list[tuple[float, float]] = []
         for i in range(rounds):
             log(f"  platform round {i + 1}/{rounds}: one side")
             one.append(asyncio.run(platform_battle(stack.url, "bench-a", "bench-one-token"))["a"])
@@ -210,17 +262,20 @@ def main() -> None:
     parser.add_argument("--services", action="store_true", help="PostgreSQL + Redis + Celery")
     args = parser.parse_args()
     log(
-        f"local engine: SmolLM2-135M-Instruct, {args.tokens} new tokens, {args.rounds} rounds, {os.cpu_count()} cores"
+        f"local engine: SmolLM2-135M-Instruct, {args.tokens} new tokens, "
+        f"{args.rounds} rounds, {os.cpu_count()} cores"
     )
     log("direct (LocalEngine.stream in this process)")
     d = direct(args.rounds, args.tokens)
     log("through the platform (websocket client, daphne, channel layer, task)")
     p = platform(args.rounds, args.services, args.tokens)
     log("")
-    log(f"{'':12} {'direct TTFT':>12} {'platform TTFT':>14} {'direct tok/s':>13} {'platform tok/s':>15} {'tok/s ratio':>12}")  # fmt: skip
+    heads = ("direct TTFT", "platform TTFT", "direct tok/s", "platform tok/s", "tok/s ratio")
+    log(f"{'':12}" + "".join(f"{h:>16}" for h in heads))
     for key in ("one side", "both sides"):
         (dt, dr), (pt, pr) = d[key], p[key]
-        log(f"{key:12} {dt * 1000:>10.0f}ms {pt * 1000:>12.0f}ms {dr:>13.1f} {pr:>15.1f} {pr / dr:>12.2f}")  # fmt: skip
+        cells = (f"{dt * 1000:.0f} ms", f"{pt * 1000:.0f} ms", f"{dr:.1f}", f"{pr:.1f}")
+        log(f"{key:12}" + "".join(f"{c:>16}" for c in cells) + f"{pr / dr:>16.2f}")
 
 
 if __name__ == "__main__":

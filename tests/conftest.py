@@ -106,9 +106,13 @@ class Process:
         self.log_path = ARTIFACTS / f"{name}.log"
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
 
     def wait_for_log(self, needle: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -142,11 +146,28 @@ def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[
         pytest.skip("generation runs in threads here (no REDIS_URL)")
     worker = Process(
         "celery-worker",
-        [sys.executable, "-m", "celery", "-A", "arena", "worker", "--pool", "threads",
-         "--concurrency", "4", "-Q", "generation,default", "--loglevel", "INFO",
-         "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "arena",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            "-Q",
+            "generation,default",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"test-{os.getpid()}@%h",
+        ],
         child_env(),
-    )  # fmt: skip
+    )
     worker.wait_for_log("ready.", timeout=120)
     yield worker
     worker.stop()
@@ -169,10 +190,18 @@ def live_server_process(django_db_setup: None, request: pytest.FixtureRequest) -
     port = free_port()
     server = Process(
         "daphne",
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "arena.asgi:application"],
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "arena.asgi:application",
+        ],
         child_env(),
-    )  # fmt: skip
+    )
     server.wait_for_log("Listening on TCP address", timeout=120)
     yield f"http://127.0.0.1:{port}"
     server.stop()

@@ -128,6 +128,7 @@
       a.error = { code: e.code, message: e.message };
     },
     "vote.recorded": function (e) {
+      setStatus("Vote recorded. Thank you!");
       if (battle) {
         battle.models = e.models;
         battle.vote = e.choice;

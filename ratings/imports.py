@@ -1,0 +1,158 @@
+"""Importing public votes: idempotent, batched, bad rows reported by line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from arena.models import Answer, Battle, Side, Turn, Vote
+from inference.models import Contender, Engine
+from ratings.importer import Record, RowError, records_read
+from ratings.models import VoteCategory, VoteStyle
+
+BATCH = 5000
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    skipped: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+
+def _contenders(names: Iterable[str], cache: dict[str, int]) -> None:
+    missing = sorted(set(names) - cache.keys())
+    if not missing:
+        return
+    for c in Contender.objects.filter(name__in=missing):
+        cache[c.name] = c.pk
+    for name in set(missing) - cache.keys():
+        # Known only from imported votes: on the leaderboard, never in battles.
+        contender, _ = Contender.objects.get_or_create(
+            name=name, defaults={"engine": Engine.NONE, "enabled": False}
+        )
+        cache[name] = contender.pk
+
+
+def _battle(record: Record, source: str, a: int, b: int) -> tuple[Battle, Turn]:
+    """Imported conversations become a battle, so they export like arena battles."""
+    conv_a = record.conversation_a or []
+    conv_b = record.conversation_b or []
+    battle = Battle.objects.create(
+        session_key=f"import:{source}"[:64],
+        mode=Battle.Mode.ANONYMOUS if record.anonymous else Battle.Mode.NAMED,
+        contender_a_id=a,
+        contender_b_id=b,
+        status=Battle.Status.VOTED,
+    )
+    users = [m for m in conv_a if m["role"] == "user"] or [{"role": "user", "content": ""}]
+    turn = None
+    for index, user in enumerate(users):
+        turn = Turn.objects.create(battle=battle, index=index, user_text=user["content"])
+        for side, conv, cid in ((Side.A, conv_a, a), (Side.B, conv_b, b)):
+            replies = [m for m in conv if m["role"] == "assistant"]
+            upto = _prefix_through_user(conv, index)
+            Answer.objects.create(
+                turn=turn,
+                side=side,
+                contender_id=cid,
+                messages=upto,
+                params={},
+                text=replies[index]["content"] if index < len(replies) else "",
+                status=Answer.Status.DONE,
+                finish_reason="stop",
+            )
+    assert turn is not None
+    return battle, turn
+
+
+def _prefix_through_user(conv: list[dict[str, str]], index: int) -> list[dict[str, str]]:
+    seen = -1
+    for i, message in enumerate(conv):
+        if message["role"] == "user":
+            seen += 1
+            if seen == index:
+                return conv[: i + 1]
+    return list(conv)
+
+
+def votes_import(
+    *, path: Path, source: str, progress: Callable[[int, ImportReport], None] | None = None
+) -> ImportReport:
+    report = ImportReport()
+    cache: dict[str, int] = {}
+    batch: list[Record] = []
+    rows = 0
+    for item in records_read(path):
+        rows += 1
+        if isinstance(item, RowError):
+            report.errors.append(item)
+        else:
+            batch.append(item)
+        if len(batch) >= BATCH:
+            _write(batch, source, cache, report)
+            batch = []
+            if progress:
+                progress(rows, report)
+    if batch:
+        _write(batch, source, cache, report)
+    if progress:
+        progress(rows, report)
+    return report
+
+
+@transaction.atomic
+def _write(batch: list[Record], source: str, cache: dict[str, int], report: ImportReport) -> None:
+    ids = [r.external_id for r in batch]
+    existing = set(
+        Vote.objects.filter(source=source, external_id__in=ids).values_list(
+            "external_id", flat=True
+        )
+    )
+    fresh: dict[str, Record] = {}
+    for record in batch:
+        if record.external_id in existing or record.external_id in fresh:
+            report.skipped += 1
+        else:
+            fresh[record.external_id] = record
+    _contenders([n for r in fresh.values() for n in (r.model_a, r.model_b)], cache)
+    now = timezone.now()
+    votes = []
+    for record in fresh.values():
+        a, b = cache[record.model_a], cache[record.model_b]
+        battle, turn = (
+            _battle(record, source, a, b)
+            if record.conversation_a and record.conversation_b
+            else (None, None)
+        )
+        votes.append(
+            Vote(
+                battle=battle,
+                turn=turn,
+                contender_a_id=a,
+                contender_b_id=b,
+                choice=record.choice,
+                anonymous=record.anonymous,
+                source=source,
+                external_id=record.external_id,
+                created_at=record.created_at or now,
+            )
+        )
+    created = Vote.objects.bulk_create(votes, batch_size=1000)
+    categories = [
+        VoteCategory(vote_id=vote.pk, name=name)
+        for vote, record in zip(created, fresh.values(), strict=True)
+        for name in sorted(record.categories)
+    ]
+    VoteCategory.objects.bulk_create(categories, batch_size=5000)
+    styles = [
+        VoteStyle(vote_id=vote.pk, **record.style)
+        for vote, record in zip(created, fresh.values(), strict=True)
+        if record.style
+    ]
+    VoteStyle.objects.bulk_create(styles, batch_size=5000)
+    report.added += len(created)

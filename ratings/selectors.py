@@ -1,0 +1,126 @@
+"""Reads for the leaderboard: votes aggregated in SQL, shaped for the math."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from django.db.models import Count, QuerySet
+
+from arena.models import Vote
+from inference.models import Contender
+from ratings.bt import A_WINS, B_WINS, BOTH_BAD, TIE, PairTable
+from ratings.models import Snapshot, VoteCategory
+
+OUTCOME: dict[str, int] = {
+    Vote.Choice.A: A_WINS,
+    Vote.Choice.B: B_WINS,
+    Vote.Choice.TIE: TIE,
+    Vote.Choice.BOTH_BAD: BOTH_BAD,
+}
+
+
+@dataclass(frozen=True)
+class VoteFilter:
+    category: str = ""
+    sources: tuple[str, ...] | None = None  # None: every source
+    include_flagged: bool = False  # over-cap and identity-leak votes
+    include_named: bool = False  # votes cast with the names visible
+
+    def queryset(self) -> QuerySet[Vote]:
+        votes = Vote.objects.all()
+        if not self.include_named:
+            votes = votes.filter(anonymous=True)
+        if not self.include_flagged:
+            votes = votes.filter(over_cap=False, identity_leak=False)
+        if self.sources is not None:
+            votes = votes.filter(source__in=self.sources)
+        if self.category:
+            votes = votes.filter(
+                id__in=VoteCategory.objects.filter(name=self.category).values("vote_id")
+            )
+        return votes
+
+
+@dataclass(frozen=True)
+class Aggregated:
+    names: list[str]
+    contender_ids: list[int]
+    table: PairTable
+
+
+def pair_counts_get(vote_filter: VoteFilter) -> Aggregated:
+    """Outcome counts per (contender a, contender b, choice): one GROUP BY, so
+    Python handles pairs, never individual votes."""
+    rows = list(
+        vote_filter.queryset()
+        .order_by()
+        .values_list("contender_a_id", "contender_b_id", "choice")
+        .annotate(n=Count("id"))
+    )
+    ids = sorted({r[0] for r in rows} | {r[1] for r in rows})
+    index = {cid: i for i, cid in enumerate(ids)}
+    names = dict(Contender.objects.filter(id__in=ids).values_list("id", "name"))
+    a = np.fromiter((index[r[0]] for r in rows), dtype=np.int64, count=len(rows))
+    b = np.fromiter((index[r[1]] for r in rows), dtype=np.int64, count=len(rows))
+    outcome = np.fromiter((OUTCOME[r[2]] for r in rows), dtype=np.int8, count=len(rows))
+    count = np.fromiter((r[3] for r in rows), dtype=np.float64, count=len(rows))
+    return Aggregated([names[i] for i in ids], ids, PairTable(a, b, outcome, count, len(ids)))
+
+
+@dataclass(frozen=True)
+class StyleRows:
+    names: list[str]
+    a: np.ndarray
+    b: np.ndarray
+    outcome: np.ndarray
+    counts_a: np.ndarray  # (votes, 4): tokens, headers, list items, bold spans
+    counts_b: np.ndarray
+
+
+def style_rows_get(vote_filter: VoteFilter) -> StyleRows:
+    """Per-vote rows with the answers' style counts (style features are
+    continuous, so style control cannot aggregate by pair)."""
+    fields = (
+        "contender_a_id",
+        "contender_b_id",
+        "choice",
+        "style__tokens_a",
+        "style__headers_a",
+        "style__lists_a",
+        "style__bold_a",
+        "style__tokens_b",
+        "style__headers_b",
+        "style__lists_b",
+        "style__bold_b",
+    )
+    rows = list(vote_filter.queryset().filter(style__isnull=False).order_by().values_list(*fields))
+    ids = sorted({r[0] for r in rows} | {r[1] for r in rows})
+    index = {cid: i for i, cid in enumerate(ids)}
+    names = dict(Contender.objects.filter(id__in=ids).values_list("id", "name"))
+    data = np.array([r[3:] for r in rows], dtype=np.float64).reshape(len(rows), 8)
+    return StyleRows(
+        names=[names[i] for i in ids],
+        a=np.array([index[r[0]] for r in rows], dtype=np.int64),
+        b=np.array([index[r[1]] for r in rows], dtype=np.int64),
+        outcome=np.array([OUTCOME[r[2]] for r in rows], dtype=np.int64),
+        counts_a=data[:, :4],
+        counts_b=data[:, 4:],
+    )
+
+
+def snapshot_latest(*, category: str, style_control: bool, ci: str) -> Snapshot | None:
+    return Snapshot.objects.filter(category=category, style_control=style_control, ci=ci).first()
+
+
+def categories_available() -> list[tuple[str, int]]:
+    return list(
+        VoteCategory.objects.values_list("name")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .values_list("name", "n")
+    )
+
+
+def sources_available() -> list[str]:
+    return list(Vote.objects.order_by().values_list("source", flat=True).distinct())
