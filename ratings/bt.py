@@ -8,10 +8,11 @@ both-bad vote each credit half a win to each side by default, as FastChat's
 
 Everything works on counts aggregated per (contender a, contender b, outcome), the shape a SQL
 ``GROUP BY`` returns, so the cost depends on the number of contender pairs, not on the number
-of votes. Fits are maximum likelihood solved by Newton's method to a step below 1e-10 in
-natural units. When no maximum exists (a contender never lost or never won, or the contenders
-split into groups that never beat each other) a weak prior is added, see ``prior_votes``.
-Hessians are dense (contenders x contenders): comfortable up to a few hundred contenders.
+of votes. Fits are maximum likelihood by Newton's method, run until a full step moves no
+strength by more than 1e-7 natural units (what is left is of the order of its square). When
+no maximum exists (a contender never lost or never won, or the contenders split into groups
+that never beat each other) a weak prior is added, see ``prior_votes``. Hessians are dense
+(contenders x contenders): comfortable up to a few hundred contenders.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ OUTCOMES = 4
 # win rate), too vague to rank publicly; such contenders are flagged provisional.
 DEFAULT_MIN_VOTES = 50
 
-_STEP_TOL = 1e-10  # a fit has converged when no strength moves more than this (natural units)
+# A fit stops after a full Newton step that moved no strength by more than this (natural
+# units); Newton converges quadratically, so the error left is of the order of its square.
+_STEP_TOL = 1e-7
 _MAX_ITER = 200
 _MAX_HALVINGS = 60
 _SAFE_STEP = 0.25  # Newton steps up to this size (natural units) skip the line search
@@ -444,7 +447,7 @@ def _newton(
     """Minimise the BT negative log-likelihood for a batch of rounds (rows of w_lo / w_hi).
 
     Newton's method on the strengths with their mean held at zero, a step-halving line
-    search, and a stop once no strength moves more than _STEP_TOL. Rounds are processed in
+    search, and a stop once a full step moves no strength more than _STEP_TOL. Rounds run in
     chunks so that the stacked m x m Hessians stay within _HESSIAN_BUDGET entries.
     """
     chunk = max(1, _HESSIAN_BUDGET // max(1, m * m))
@@ -457,7 +460,8 @@ def _newton(
 
 def _nll(theta: Floats, lo: Ints, hi: Ints, w_lo: Floats, w_hi: Floats, prior: Floats) -> Floats:
     d = theta[:, lo] - theta[:, hi]
-    value = -(w_lo * log_expit(d) + w_hi * log_expit(-d)).sum(axis=1)
+    # w_lo * softplus(-d) + w_hi * softplus(d), with softplus(-d) = softplus(d) - d
+    value = ((w_lo + w_hi) * -log_expit(-d) - w_lo * d).sum(axis=1)
     if prior.any():
         value += prior * (np.logaddexp(0.0, theta) - 0.5 * theta).sum(axis=1)
     return value
@@ -494,8 +498,7 @@ def _newton_chunk(
         size = np.abs(step).max(axis=1)
         theta = _damped_step(theta, step, size, lo, hi, w_lo, w_hi, prior)
         theta -= theta.mean(axis=1, keepdims=True)
-        # A full Newton step this small leaves an error of order its square.
-        if size.max() < 1e3 * _STEP_TOL:
+        if size.max() < _STEP_TOL:
             return theta
     raise RuntimeError("Bradley-Terry fit did not converge; please report this data set")
 
@@ -618,9 +621,9 @@ def _bootstrap_theta(fit: _Fit, opts: _Options, rounds: int, seed: int) -> Float
     # Resampling can only empty cells, never fill one: a round in which no credit of the
     # full data vanished has the same "has beaten" graph, hence every contender and the same
     # answer to whether the maximum exists. Only the other rounds need checking.
-    vanished = ((w_lo == 0) & (fit.w_lo > 0)).any(axis=1) | ((w_hi == 0) & (fit.w_hi > 0)).any(
-        axis=1
-    )
+    lost_lo = (w_lo == 0) & (fit.w_lo > 0)
+    lost_hi = (w_hi == 0) & (fit.w_hi > 0)
+    vanished = (lost_lo | lost_hi).any(axis=1)
     present = np.ones((rounds, m), dtype=bool)
     prior = np.full(rounds, fit.prior)
     check = np.flatnonzero(vanished)
@@ -666,7 +669,7 @@ def _resampled_credits(
         shared_weights = [tie_w, both_bad_w]
     if not any(shared_weights):
         lam, shared_weights = lam[:2], []
-    draws = rng.poisson(np.stack(lam), size=(rounds, len(lam), c.shape[0])).astype(np.float64)
+    draws = rng.poisson(np.stack(lam), size=(rounds, len(lam), c.shape[0]))
     shared = np.zeros((rounds, c.shape[0]))
     for k, weight in enumerate(shared_weights):
         shared += weight * draws[:, 2 + k]

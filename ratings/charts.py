@@ -108,3 +108,32 @@ def _colour(p: float) -> str:
         k = (t - 0.5) / 0.5
         r, g, b = int(255 - (255 - 51) * k), int(255 - (255 - 102) * k), int(255 - (255 - 204) * k)
     return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def trend_chart(points: Sequence[tuple[str, float]], *, width: int = 720, height: int = 200) -> str:
+    """A rating over time as a line; points are (label, rating), oldest first."""
+    if len(points) < 2:
+        return ""
+    values = [v for _, v in points]
+    lo, hi = min(values), max(values)
+    pad = max(5.0, (hi - lo) * 0.1)
+    lo, hi = lo - pad, hi + pad
+    left, bottom = 50, 24
+    plot_w, plot_h = width - left - 10, height - bottom - 10
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        return left + i / (len(points) - 1) * plot_w, 10 + (hi - v) / (hi - lo) * plot_h
+
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in enumerate(values)))
+    parts = [
+        f'<svg class="trend" role="img" aria-label="Online Elo over time" '
+        f'viewBox="0 0 {width} {height}" width="100%" xmlns="http://www.w3.org/2000/svg">',
+        f'<polyline points="{path}" fill="none" stroke="#3358d4" stroke-width="2"/>',
+        f'<text x="{left - 6}" y="16" class="tick" text-anchor="end">{hi:.0f}</text>',
+        f'<text x="{left - 6}" y="{10 + plot_h}" class="tick" text-anchor="end">{lo:.0f}</text>',
+        f'<text x="{left}" y="{height - 6}" class="tick">{escape(points[0][0])}</text>',
+        f'<text x="{width - 10}" y="{height - 6}" class="tick" text-anchor="end">'
+        f"{escape(points[-1][0])}</text>",
+    ]
+    parts.append("</svg>")
+    return "".join(parts)

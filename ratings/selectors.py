@@ -124,3 +124,31 @@ def categories_available() -> list[tuple[str, int]]:
 
 def sources_available() -> list[str]:
     return list(Vote.objects.order_by().values_list("source", flat=True).distinct())
+
+
+@dataclass(frozen=True)
+class VoteSequence:
+    names: list[str]
+    a: np.ndarray
+    b: np.ndarray
+    outcome: np.ndarray
+    created_at: list[object]
+
+
+def vote_sequence_get(vote_filter: VoteFilter) -> VoteSequence:
+    """Votes oldest first, as index arrays: what an online Elo trend replays."""
+    rows = list(
+        vote_filter.queryset()
+        .order_by("created_at", "id")
+        .values_list("contender_a_id", "contender_b_id", "choice", "created_at")
+    )
+    ids = sorted({r[0] for r in rows} | {r[1] for r in rows})
+    index = {cid: i for i, cid in enumerate(ids)}
+    names = dict(Contender.objects.filter(id__in=ids).values_list("id", "name"))
+    return VoteSequence(
+        names=[names[i] for i in ids],
+        a=np.fromiter((index[r[0]] for r in rows), dtype=np.int64, count=len(rows)),
+        b=np.fromiter((index[r[1]] for r in rows), dtype=np.int64, count=len(rows)),
+        outcome=np.fromiter((OUTCOME[r[2]] for r in rows), dtype=np.int64, count=len(rows)),
+        created_at=[r[3] for r in rows],
+    )

@@ -11,7 +11,7 @@ Features are continuous, so the fit runs on one row per vote. It is Newton's met
 (contenders + features) parameters, with rows sorted by contender pair once so that every
 pass is a few vectorised sweeps and per-pair sums (``np.add.reduceat``); bootstrap rounds
 reweight the rows (a multinomial resample of the votes, as FastChat does) and start from
-the full-data fit, so each round converges in about three passes.
+the full-data fit, so each round converges in two passes.
 """
 
 from __future__ import annotations
@@ -28,15 +28,13 @@ from numpy.typing import ArrayLike, NDArray
 from ratings.bt import (
     _MAX_ITER,
     _SAFE_STEP,
-    A_WINS,
-    B_WINS,
-    BOTH_BAD,
     DEFAULT_MIN_VOTES,
-    TIE,
     _laplacian,
     _mle_exists,
     _newton,
     _Options,
+    _options,
+    _to_rating,
     check_votes,
     rank_ub,
 )
@@ -174,10 +172,11 @@ def style_control_fit(
     """Contextual Bradley-Terry on per-vote rows: ratings with style removed, coefficients.
 
     features is (votes, k), from ``style_features``. reg is an L2 penalty on the style
-    coefficients only (0.5, FastChat's value, is negligible beyond a few hundred votes); the
-    strengths are unpenalised, mean zero (or anchored), with the same prior_votes rule as
-    ``bt.bt_fit`` when no maximum exists. Intervals are percentiles of ``rounds`` bootstrap
-    refits on multinomial resamples of the votes (seeded); rounds=0 skips them (NaN bounds).
+    coefficients only (0.5 is FastChat's value, which FastChat puts on the strengths too; it
+    is negligible beyond a few hundred votes). The strengths are unpenalised, mean zero (or
+    anchored), with the same prior_votes rule as ``bt.bt_fit`` when no maximum exists.
+    Intervals are percentiles of ``rounds`` bootstrap refits on multinomial resamples of the
+    votes (seeded); rounds=0 skips them (NaN bounds).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
@@ -185,15 +184,8 @@ def style_control_fit(
         raise ValueError(f"rounds must be a non-negative integer, got {rounds!r}")
     if not (math.isfinite(reg) and reg >= 0):
         raise ValueError(f"reg must be finite and >= 0, got {reg!r}")
-    opts = _Options(
-        float(tie_weight),
-        float(both_bad_weight),
-        bool(exclude_ties),
-        float(scale),
-        float(base),
-        float(init_rating),
-        anchor,
-        float(prior_votes),
+    opts = _options(
+        tie_weight, both_bad_weight, exclude_ties, scale, base, init_rating, anchor, prior_votes
     )
     a_, b_, o_ = check_votes(a, b, outcome, n)
     feats = np.asarray(features, dtype=np.float64)
@@ -259,18 +251,12 @@ def style_control_fit(
     )
 
 
-def _to_rating(theta: Floats, opts: _Options) -> Floats:
-    if opts.anchor is None:
-        return opts.init_rating + opts.factor * theta
-    k, score = opts.anchor
-    return float(score) + opts.factor * (theta - theta[..., k : k + 1])
-
-
 def _sort_rows(
     a: Ints, b: Ints, outcome: Ints, feats: Floats, n: int, opts: _Options
 ) -> tuple[_Rows, Bools, Floats]:
     """Keep the votes that carry credit, orient each from its lower index, sort by pair."""
     tie_w, both_bad_w = opts.weights
+    # Indexed by outcome code: A_WINS, B_WINS, TIE, BOTH_BAD.
     credit_per_outcome = np.array([1.0, 1.0, 2 * tie_w, 2 * both_bad_w])
     credit_a_per_outcome = np.array([1.0, 0.0, tie_w, both_bad_w])
     credit = credit_per_outcome[outcome]
@@ -518,11 +504,7 @@ def _bootstrap(
 
 
 __all__ = [
-    "A_WINS",
-    "BOTH_BAD",
-    "B_WINS",
     "STYLE_FEATURES",
-    "TIE",
     "StyleBoard",
     "markdown_counts",
     "style_control_fit",

@@ -3,19 +3,22 @@ from __future__ import annotations
 import csv
 from typing import Any
 
+import numpy as np
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
 from ratings.categories import category_label
-from ratings.charts import ci_chart, heat_map
+from ratings.charts import ci_chart, heat_map, trend_chart
+from ratings.elo import elo_history
 from ratings.models import Snapshot
 from ratings.selectors import (
     VoteFilter,
     categories_available,
     snapshot_latest,
     sources_available,
+    vote_sequence_get,
 )
 from ratings.services import leaderboard_compute
 
@@ -146,8 +149,25 @@ def contender_page(request: HttpRequest, name: str) -> HttpResponse:
             }
         )
     record.sort(key=lambda r: -r["battles"])
-    return render(
-        request,
-        "ratings/contender.html",
-        {"row": row, "record": record, "snapshot": snapshot, **options},
+    context = {
+        "row": row,
+        "record": record,
+        "snapshot": snapshot,
+        "trend_svg": mark_safe(_elo_trend(name, options)),
+        **options,
+    }
+    return render(request, "ratings/contender.html", context)
+
+
+def _elo_trend(name: str, options: dict[str, Any], points: int = 60) -> str:
+    """Online Elo of one contender after each slice of the votes, oldest first."""
+    vote_filter = VoteFilter(category=options["category"], sources=options["sources"] or None)
+    seq = vote_sequence_get(vote_filter)
+    if name not in seq.names or seq.a.size < 2:
+        return ""
+    marks = np.unique(np.linspace(1, seq.a.size, min(points, seq.a.size)).astype(np.int64))
+    history = elo_history(seq.a, seq.b, seq.outcome, len(seq.names), checkpoints=marks)
+    i = seq.names.index(name)
+    return trend_chart(
+        [(f"{seq.created_at[m - 1]:%Y-%m-%d}", float(history[k, i])) for k, m in enumerate(marks)]
     )

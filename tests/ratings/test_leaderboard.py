@@ -115,6 +115,7 @@ def test_the_contender_page_has_its_pairwise_record(votes: object) -> None:
     assert response.status_code == 200
     body = response.content.decode()
     assert ">middle<" in body and ">weak<" in body
+    assert '<svg class="trend"' in body
     assert Client().get("/leaderboard/contender/nobody/").status_code == 404
 
 
