@@ -1,6 +1,8 @@
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 
-from arena.models import Answer, Battle, Turn, Vote
+from arena.models import Answer, ApiToken, Battle, Turn, Vote
 
 
 class TurnInline(admin.TabularInline):
@@ -35,7 +37,44 @@ class VoteAdmin(admin.ModelAdmin):
         "contender_b",
         "anonymous",
         "source",
+        "identity_leak",
+        "over_cap",
         "created_at",
     )
-    list_filter = ("choice", "anonymous", "source")
-    readonly_fields = ("session_key",)
+    list_filter = ("choice", "anonymous", "source", "identity_leak", "over_cap")
+    readonly_fields = ("session_key", "leak_evidence")
+    actions = ["export_trl", "export_arena"]
+
+    def _export(self, queryset: QuerySet[Vote], fmt: str) -> HttpResponse:
+        from ratings.api import jsonl_lines
+        from ratings.exports import ExportFilter
+        from ratings.preference import Options
+
+        ids = tuple(queryset.values_list("id", flat=True))
+        lines = jsonl_lines(
+            fmt,
+            ExportFilter(vote_ids=ids, include_named=True, include_flagged=True),
+            Options(include_ties=True, include_both_bad=True),
+        )
+        response = HttpResponse("".join(lines), content_type="application/x-ndjson")
+        response["Content-Disposition"] = f'attachment; filename="arena-{fmt}.jsonl"'
+        return response
+
+    @admin.action(description="Download selected votes as TRL preference pairs (JSONL)")
+    def export_trl(self, request: HttpRequest, queryset: QuerySet[Vote]) -> HttpResponse:
+        return self._export(queryset, "trl")
+
+    @admin.action(description="Download selected votes in LMArena's format (JSONL)")
+    def export_arena(self, request: HttpRequest, queryset: QuerySet[Vote]) -> HttpResponse:
+        return self._export(queryset, "arena")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "created_at", "last_used_at")
+    readonly_fields = ("user", "name", "token_hash", "created_at", "last_used_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Tokens are made with `manage.py create_api_token`, which shows the
+        # clear text once; the admin lists and revokes them.
+        return False

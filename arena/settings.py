@@ -168,6 +168,7 @@ ARENA_MIN_VOTES = env_int("ARENA_MIN_VOTES", 50, minimum=1)  # fewer: provisiona
 ARENA_DAILY_VOTE_CAP = env_int("ARENA_DAILY_VOTE_CAP", 200, minimum=1)
 ARENA_LEADERBOARD_EVERY = env_int("ARENA_LEADERBOARD_EVERY", 50, minimum=1)  # votes per refresh
 ARENA_LEADERBOARD_MINUTES = env_int("ARENA_LEADERBOARD_MINUTES", 10, minimum=1)
+ARENA_EXPORT_LICENCE = env_str("ARENA_EXPORT_LICENCE", "")  # written into dataset cards
 CELERY_BEAT_SCHEDULE = {
     "leaderboard-refresh": {
         "task": "ratings.tasks.leaderboard_refresh",

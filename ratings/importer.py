@@ -218,6 +218,9 @@ def record_parse(line: int, row: dict[str, Any]) -> Record:
     if isinstance(nested, dict):
         tags.update(flatten_tags(nested))
     categories = imported_categories(tags)
+    own = _json_field(row.get("categories"))  # this project's own `arena` exports
+    if isinstance(own, list):
+        categories.update(str(c)[:80] for c in own if c)
     language = row.get("language")
     if isinstance(language, str) and language.strip():
         categories.add(f"language:{_language_code(language)}")
