@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
@@ -27,7 +28,8 @@ from arena.models import Answer, Vote
 from ratings.models import FlaggedVoter, VoteCategory
 from ratings.preference import BUILDERS, BattleData, Options
 
-CHUNK = 2000
+CHUNK = 5000
+T = TypeVar("T")
 ROW_GROUP = 10_000
 _MSGS = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 _STR = pa.string()
@@ -153,42 +155,66 @@ def _in_test(battle_id: str, share: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < share
 
 
-def _chunks(it: Iterator[int], size: int) -> Iterator[list[int]]:
+def _chunks(it: Iterator[T], size: int) -> Iterator[list[T]]:
     while chunk := list(islice(it, size)):
         yield chunk
 
 
-def battles_load(vote_ids: list[int], salt: str) -> Iterator[tuple[str, BattleData]]:
-    """(battle id, BattleData) for a chunk of votes, in a handful of queries."""
-    votes = list(
-        Vote.objects.filter(id__in=vote_ids)
-        .order_by("id")
-        .values(
-            "id", "battle_id", "turn__index", "choice", "anonymous", "created_at",
-            "session_key", "external_id", "contender_a__name", "contender_b__name",
-        )
-    )  # fmt: skip
+VOTE_FIELDS = (
+    "id", "battle_id", "turn__index", "choice", "anonymous", "created_at",
+    "session_key", "external_id", "contender_a__name", "contender_b__name",
+)  # fmt: skip
+
+
+_ANSWERS_PG = """
+    SELECT t.battle_id, t.index, t.user_text, a.side, a.text,
+           CASE WHEN t.index = 0 THEN a.messages -> 0 END
+    FROM arena_answer a JOIN arena_turn t ON t.id = a.turn_id
+    WHERE t.battle_id = ANY(%s) AND NOT a.superseded
+"""
+
+
+def _answer_rows(battle_ids: list[Any]) -> Iterator[tuple[Any, ...]]:
+    """(battle, turn index, user text, side, answer text, first message if turn 0)."""
+    if connection.vendor == "postgresql":
+        # One array parameter instead of thousands of bound values: a third
+        # less time per chunk at a million votes (bench/export.py).
+        with connection.cursor() as cursor:
+            cursor.execute(_ANSWERS_PG, [battle_ids])
+            for *row, first in cursor.fetchall():
+                # Django leaves jsonb undecoded for its JSONField; raw SQL decodes here.
+                yield (*row, json.loads(first) if isinstance(first, str) else first)
+        return
+    yield from Answer.objects.filter(turn__battle_id__in=battle_ids, superseded=False).values_list(
+        "turn__battle_id", "turn__index", "turn__user_text", "side", "text", "messages__0"
+    )
+
+
+def _category_rows(vote_ids: list[int]) -> Iterator[tuple[int, str]]:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT vote_id, name FROM ratings_votecategory WHERE vote_id = ANY(%s)", [vote_ids]
+            )
+            yield from cursor.fetchall()
+        return
+    yield from VoteCategory.objects.filter(vote_id__in=vote_ids).values_list("vote_id", "name")
+
+
+def battles_load(votes: list[dict[str, Any]], salt: str) -> Iterator[tuple[str, BattleData]]:
+    """(battle id, BattleData) for a chunk of vote rows, in two queries."""
     battle_ids = [v["battle_id"] for v in votes]
     answers: dict[Any, dict[int, dict[str, Any]]] = defaultdict(dict)
-    for row in Answer.objects.filter(turn__battle_id__in=battle_ids, superseded=False).values(
-        "turn__battle_id", "turn__index", "turn__user_text", "side", "text"
-    ):
-        turn = answers[row["turn__battle_id"]].setdefault(
-            row["turn__index"], {"user": row["turn__user_text"]}
-        )
-        turn[row["side"]] = row["text"]
     systems: dict[tuple[Any, str], str] = {}
-    for battle_id, side, messages in Answer.objects.filter(
-        turn__battle_id__in=battle_ids, turn__index=0, superseded=False
-    ).values_list("turn__battle_id", "side", "messages"):
-        first = (messages or [{}])[0]
-        if first.get("role") == "system":
+    for battle_id, index, user, side, text, first in _answer_rows(battle_ids):
+        turn = answers[battle_id].setdefault(index, {"user": user})
+        turn[side] = text
+        if index == 0 and isinstance(first, dict) and first.get("role") == "system":
             systems[(battle_id, side)] = first.get("content", "")
     categories: dict[int, list[str]] = defaultdict(list)
-    for vote_id, name in VoteCategory.objects.filter(vote_id__in=vote_ids).values_list(
-        "vote_id", "name"
-    ):
+    for vote_id, name in _category_rows([v["id"] for v in votes]):
         categories[vote_id].append(name)
+    judges: dict[str, str] = {}
     for v in votes:
         turns = answers.get(v["battle_id"], {})
         upto = range(v["turn__index"] + 1)
@@ -196,11 +222,10 @@ def battles_load(vote_ids: list[int], salt: str) -> Iterator[tuple[str, BattleDa
             continue
         cats = sorted(categories.get(v["id"], []))
         language = next((c.split(":", 1)[1] for c in cats if c.startswith("language:")), "")
-        judge = (
-            hashlib.sha256((salt + v["session_key"]).encode()).hexdigest()[:16]
-            if v["session_key"]
-            else ""
-        )
+        key = v["session_key"]
+        if key not in judges:
+            judges[key] = hashlib.sha256((salt + key).encode()).hexdigest()[:16] if key else ""
+        judge = judges[key]
         yield (
             str(v["battle_id"]),
             BattleData(
@@ -265,8 +290,8 @@ def records_iter(
     build = BUILDERS[fmt]
     salt = secrets.token_hex(16)  # visitor ids are hashed per export: not linkable across
     per_prompt: dict[int, int] = defaultdict(int)
-    ids = export_filter.queryset().values_list("id", flat=True).iterator(chunk_size=CHUNK)
-    for chunk in _chunks(ids, CHUNK):
+    rows = export_filter.queryset().values(*VOTE_FIELDS).iterator(chunk_size=CHUNK)
+    for chunk in _chunks(rows, CHUNK):
         for battle_id, battle in battles_load(chunk, salt):
             report.votes += 1
             if export_filter.max_per_prompt is not None:
