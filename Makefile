@@ -57,3 +57,6 @@ test: $(VENV)/.dev chromium lint
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/engines.py
+	$(BIN)/python bench/ratings.py --quick
+	$(BIN)/python bench/export.py

@@ -6,8 +6,10 @@ import logging
 import uuid
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from arena import services
 from arena.events import (
@@ -25,10 +27,19 @@ from arena.events import (
     error_event,
 )
 from arena.models import Battle
+from arena.moderation import prompt_moderate
+from arena.ratelimit import client_ip, rate_check
+from arena.reaper import reaper_ensure
 from arena.selectors import battle_models, battle_state
 from inference.dispatch import generation_cancel, generation_start
 
 log = logging.getLogger(__name__)
+RATE_ACTIONS: dict[type, str] = {
+    BattleStart: "battle",
+    MessageSend: "message",
+    Regenerate: "regenerate",
+    VoteCast: "vote",
+}
 
 
 @database_sync_to_async
@@ -50,6 +61,11 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         session = self.scope.get("session")
         self.session_key = (session.session_key if session is not None else None) or ""
+        peer = self.scope.get("client") or ("", 0)
+        headers = dict(self.scope.get("headers") or [])
+        forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
+        self.client_ip = client_ip(str(peer[0] or ""), forwarded, settings.ARENA_TRUSTED_PROXIES)
+        reaper_ensure()
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
@@ -69,8 +85,23 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
                 {"type": "error", "code": "internal", "message": "Something went wrong; try again."}
             )
 
+    async def _limit(self, event: ClientEvent) -> None:
+        action = RATE_ACTIONS.get(type(event))
+        if action is None:
+            return
+        verdict = await sync_to_async(rate_check, thread_sensitive=False)(
+            action=action, visitor=self.session_key, ip=self.client_ip
+        )
+        if not verdict.allowed:
+            raise ArenaError(
+                "rate_limited",
+                f"Too many requests; try again in {verdict.retry_after} s.",
+                retry_after=verdict.retry_after,
+            )
+
     async def handle(self, event: ClientEvent) -> None:
         key = self.session_key
+        await self._limit(event)
         if isinstance(event, BattleStart):
             battle = await database_sync_to_async(services.battle_create)(
                 session_key=key,
@@ -87,6 +118,12 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
             return
         battle_id = self._current()
         if isinstance(event, MessageSend):
+            decision = await sync_to_async(prompt_moderate, thread_sensitive=False)(event.text)
+            if decision.flagged:
+                log.info(
+                    "prompt refused by moderation (%s) for battle %s", decision.reason, battle_id
+                )
+                raise ArenaError("moderated")
             answers = await database_sync_to_async(services.turn_create)(
                 battle_id=battle_id, session_key=key, text=event.text
             )

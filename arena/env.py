@@ -7,6 +7,9 @@ typo in a deployment stops start-up instead of silently running a default.
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 from django.core.exceptions import ImproperlyConfigured
@@ -83,3 +86,46 @@ def env_url(name: str, *, schemes: tuple[str, ...]) -> str:
             f"got {raw!r}"
         )
     return raw
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    seconds: int
+
+
+def env_limits(name: str, default: str) -> dict[str, Limit]:
+    """ "battle=20/60,message=30/60" -> {"battle": Limit(20, 60), ...}; "" -> none."""
+    raw = os.environ.get(name, default)
+    out: dict[str, Limit] = {}
+    for item in filter(None, (x.strip() for x in raw.split(","))):
+        try:
+            action, spec = item.split("=")
+            count, seconds = spec.split("/")
+            limit = Limit(int(count), int(seconds))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not ACTION=COUNT/SECONDS (e.g. message=30/60)"
+            ) from None
+        if limit.count < 1 or limit.seconds < 1:
+            raise ImproperlyConfigured(f"{name}: {item!r} needs a positive count and window")
+        out[action.strip()] = limit
+    return out
+
+
+def env_patterns_file(name: str) -> list[str]:
+    """Regular expressions, one per line, from the file the variable names."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return []
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ImproperlyConfigured(f"{name}: no such file {raw!r}")
+    patterns = [line.strip() for line in path.read_text().splitlines()]
+    patterns = [p for p in patterns if p and not p.startswith("#")]
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ImproperlyConfigured(f"{name}: bad pattern {pattern!r}: {exc}") from None
+    return patterns

@@ -33,14 +33,17 @@ ERROR_CODES = {
     "already_voted": "This battle already has a vote; start a new round.",
     "invalid_choice": "The vote must be one of a, b, tie, both_bad.",
     "too_large": "The message is too large.",
+    "rate_limited": "Too many requests; wait a little and try again.",
+    "moderated": "This message was refused by the moderation policy.",
 }
 
 
 class ArenaError(Exception):
-    def __init__(self, code: str, message: str | None = None) -> None:
+    def __init__(self, code: str, message: str | None = None, *, retry_after: int = 0) -> None:
         assert code in ERROR_CODES, code
         self.code = code
         self.message = message or ERROR_CODES[code]
+        self.retry_after = retry_after
         super().__init__(self.message)
 
 
@@ -228,10 +231,11 @@ class VoteRecordedEvent(TypedDict):
     models: dict[str, str]
 
 
-class ErrorEvent(TypedDict):
+class ErrorEvent(TypedDict, total=False):
     type: Literal["error"]
     code: str
     message: str
+    retry_after: int  # seconds, with rate_limited
 
 
 ServerEvent = (
@@ -246,7 +250,10 @@ ServerEvent = (
 
 
 def error_event(err: ArenaError) -> ErrorEvent:
-    return {"type": "error", "code": err.code, "message": err.message}
+    event: ErrorEvent = {"type": "error", "code": err.code, "message": err.message}
+    if err.retry_after:
+        event["retry_after"] = err.retry_after
+    return event
 
 
 def battle_group(battle_id: object) -> str:

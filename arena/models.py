@@ -98,6 +98,9 @@ class Answer(models.Model):
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Bumped by the worker every few seconds while it streams; a stale one
+    # means the worker is gone (see services.answers_reap).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

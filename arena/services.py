@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from itertools import combinations
 from typing import Any
 
 from django.conf import settings
@@ -21,9 +22,11 @@ from django.utils import timezone
 from arena.events import ArenaError
 from arena.history import messages_build
 from arena.models import Answer, Battle, Side, Turn, Vote
-from arena.sampling import pair_sample
+from arena.sampling import PairRecord, pair_sample, pair_sample_active
 from inference.engines.base import GenerationRequest
-from inference.models import Contender, Engine
+from inference.engines.openai import EndpointConfig
+from inference.models import Contender
+from inference.selectors import contenders_battling, endpoint_config, pair_vote_records
 from ratings.services import vote_annotate
 from ratings.tasks import leaderboard_refresh_maybe
 
@@ -50,7 +53,7 @@ def battle_create(
     mode, the two contenders the visitor picked."""
     if not session_key:
         raise ArenaError("no_session")
-    live = [c for c in Contender.objects.filter(enabled=True).exclude(engine=Engine.NONE)]
+    live = list(contenders_battling())
     if mode == Battle.Mode.NAMED:
         by_name = {c.name: c for c in live}
         if contender_a == contender_b or contender_a not in by_name or contender_b not in by_name:
@@ -58,11 +61,28 @@ def battle_create(
         a, b = by_name[contender_a], by_name[contender_b]
     else:
         try:
-            i, j = pair_sample([c.weight for c in live], rng or random.SystemRandom())
+            i, j = _pair_draw(live, rng or random.SystemRandom())
         except ValueError:
             raise ArenaError("no_contenders") from None
         a, b = live[i], live[j]
     return Battle.objects.create(session_key=session_key, mode=mode, contender_a=a, contender_b=b)
+
+
+def _pair_draw(live: list[Contender], rng: random.Random) -> tuple[int, int]:
+    """Two indices into `live`: by admin weights alone, or (active sampling)
+    also by how uncertain each pair's comparison still is."""
+    weights = [c.weight for c in live]
+    if settings.ARENA_SAMPLING != "active":
+        return pair_sample(weights, rng)
+    votes = pair_vote_records(max_age=settings.ARENA_SAMPLING_CACHE_SECONDS)
+    records = {}
+    for i, j in combinations(range(len(live)), 2):
+        low, high = sorted((live[i].pk, live[j].pk))
+        n, score_low = votes.get((low, high), (0, 0.0))
+        if n:
+            score_i = score_low if live[i].pk == low else n - score_low
+            records[(i, j)] = PairRecord(votes=n, score_first=score_i)
+    return pair_sample_active(weights, records, rng, explore=settings.ARENA_SAMPLING_EXPLORE)
 
 
 def _current_answers(turn: Turn) -> dict[str, Answer]:
@@ -253,6 +273,10 @@ class GenerationJob:
     attempt: int
     engine: str
     request: GenerationRequest
+    # The OpenAI-compatible engine: the endpoint as configured at claim time.
+    endpoint: EndpointConfig | None = None
+    endpoint_id: int | None = None
+    contender_id: int | None = None
 
 
 def answer_claim(*, answer_id: int) -> GenerationJob | None:
@@ -260,19 +284,24 @@ def answer_claim(*, answer_id: int) -> GenerationJob | None:
     was stopped or superseded meanwhile. A conditional UPDATE is the claim."""
     claimed = Answer.objects.filter(
         pk=answer_id, status=Answer.Status.PENDING, superseded=False
-    ).update(status=Answer.Status.STREAMING, started_at=timezone.now())
+    ).update(status=Answer.Status.STREAMING, started_at=timezone.now(), heartbeat_at=timezone.now())
     if not claimed:
         return None
-    answer = Answer.objects.select_related("turn", "contender").get(pk=answer_id)
+    answer = Answer.objects.select_related("turn", "contender__endpoint").get(pk=answer_id)
+    contender = answer.contender
+    endpoint = contender.endpoint
     params = dict(answer.params)
     request = GenerationRequest(
-        model=answer.contender.model,
+        # A server names a LoRA adapter by its model name; the local engine
+        # takes the adapter's folder.
+        model=contender.served_name if endpoint is not None else contender.model,
         messages=answer.messages,
         temperature=float(params.pop("temperature", 0.7)),
         top_p=float(params.pop("top_p", 1.0)),
         max_tokens=int(params.pop("max_tokens", settings.ARENA_MAX_NEW_TOKENS)),
         seed=int(params["seed"]) if "seed" in params else None,
         extra={k: float(v) for k, v in params.items() if k != "seed"},
+        adapter_path=contender.adapter_path if endpoint is None else "",
     )
     return GenerationJob(
         answer_id=answer.pk,
@@ -280,14 +309,65 @@ def answer_claim(*, answer_id: int) -> GenerationJob | None:
         turn=answer.turn.index,
         side=answer.side,
         attempt=answer.attempt,
-        engine=answer.contender.engine,
+        engine=contender.engine,
         request=request,
+        endpoint=endpoint_config(endpoint) if endpoint is not None else None,
+        endpoint_id=endpoint.pk if endpoint is not None else None,
+        contender_id=contender.pk,
     )
 
 
 def answer_progress(*, answer_id: int, text: str) -> None:
-    """Save the partial text of a streaming answer, so a reconnect resyncs to it."""
-    Answer.objects.filter(pk=answer_id, status=Answer.Status.STREAMING).update(text=text)
+    """Save the partial text of a streaming answer, so a reconnect resyncs to it;
+    it is also the worker's heartbeat."""
+    Answer.objects.filter(pk=answer_id, status=Answer.Status.STREAMING).update(
+        text=text, heartbeat_at=timezone.now()
+    )
+
+
+@dataclass(frozen=True)
+class Reaped:
+    battle_id: str
+    turn: int
+    side: str
+    attempt: int
+    code: str
+    message: str
+
+
+REAP_REASONS = {
+    "worker_lost": "The worker generating this answer stopped; regenerate to try again.",
+    "not_started": "No worker picked this answer up in time; regenerate to try again.",
+}
+
+
+def answers_reap(*, stale_after: float, pending_after: float) -> list[Reaped]:
+    """Fail answers whose worker went silent (killed, or its machine gone) and
+    answers no worker ever claimed, so no battle stays stuck. Each is failed
+    by a conditional UPDATE: a worker that comes back cannot overwrite it."""
+    now = timezone.now()
+    stale = Q(status=Answer.Status.STREAMING, heartbeat_at__lt=now - timedelta(seconds=stale_after))
+    unclaimed = Q(
+        status=Answer.Status.PENDING, created_at__lt=now - timedelta(seconds=pending_after)
+    )
+    reaped = []
+    for code, condition in (("worker_lost", stale), ("not_started", unclaimed)):
+        rows = list(
+            Answer.objects.filter(condition, superseded=False).values_list(
+                "id", "turn__battle_id", "turn__index", "side", "attempt"
+            )
+        )
+        for answer_id, battle_id, turn, side, attempt in rows:
+            failed = Answer.objects.filter(condition, pk=answer_id).update(
+                status=Answer.Status.ERROR,
+                finish_reason="error",
+                error_code=code,
+                error_message=REAP_REASONS[code],
+                finished_at=now,
+            )
+            if failed:
+                reaped.append(Reaped(str(battle_id), turn, side, attempt, code, REAP_REASONS[code]))
+    return reaped
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ from arena.env import (
     env_choice,
     env_float,
     env_int,
+    env_limits,
     env_list,
+    env_patterns_file,
     env_str,
     env_url,
 )
@@ -161,6 +163,12 @@ ARENA_MAX_PROMPT_CHARS = env_int("ARENA_MAX_PROMPT_CHARS", 4000, minimum=1)
 ARENA_MAX_NEW_TOKENS = env_int("ARENA_MAX_NEW_TOKENS", 256, minimum=1)
 ARENA_DELTA_INTERVAL = env_float("ARENA_DELTA_INTERVAL_MS", 40.0, minimum=1.0) / 1000.0
 ARENA_GENERATION_TIMEOUT = env_float("ARENA_GENERATION_TIMEOUT", 300.0, minimum=1.0)
+# A streaming answer whose worker has not been heard from for this long is
+# failed (the worker saves progress every 2 s); so is one never picked up.
+ARENA_STALE_SECONDS = env_float("ARENA_STALE_SECONDS", 15.0, minimum=1.0)
+ARENA_PENDING_SECONDS = env_float("ARENA_PENDING_SECONDS", 120.0, minimum=1.0)
+ARENA_REAP_INTERVAL = env_float("ARENA_REAP_INTERVAL", 3.0, minimum=0.1)
+ARENA_REAPER = env_bool("ARENA_REAPER", True)
 
 # --- ratings --------------------------------------------------------------
 
@@ -176,6 +184,54 @@ CELERY_BEAT_SCHEDULE = {
     },
     "outlier-voters": {"task": "ratings.tasks.voters_flag", "schedule": 3600.0},
 }
+
+# --- serving ---------------------------------------------------------------
+# Queues per engine kind: the local engine is CPU-bound (its worker sized to
+# the cores); HTTP-streaming engines mostly wait, so their worker runs many
+# threads. In the embedded default, two thread pools of the web process.
+ARENA_QUEUE_LOCAL = env_str("ARENA_QUEUE_LOCAL", "generation")
+ARENA_QUEUE_HTTP = env_str("ARENA_QUEUE_HTTP", "generation-http")
+ARENA_HTTP_THREAD_WORKERS = env_int("ARENA_HTTP_THREAD_WORKERS", 32, minimum=1)
+# Endpoint and contender health checks (Celery beat; a thread when embedded).
+ARENA_HEALTH_SECONDS = env_float("ARENA_HEALTH_SECONDS", 30.0, minimum=1.0)
+# The embedded default's health-check thread (the web process has no beat).
+ARENA_HEALTH_MONITOR = env_bool("ARENA_HEALTH_MONITOR", True)
+CELERY_BEAT_SCHEDULE["serving-health"] = {
+    "task": "inference.tasks.serving_health_check",
+    "schedule": ARENA_HEALTH_SECONDS,
+}
+# LoRA adapters: uploads land in ARENA_ADAPTER_DIR (share it with vLLM at the
+# same path); the local engine keeps up to ARENA_LOCAL_MAX_ADAPTERS loaded.
+ARENA_ADAPTER_DIR = Path(env_str("ARENA_ADAPTER_DIR", str(DATA_DIR / "adapters"))).expanduser()
+ARENA_ADAPTER_MAX_MB = env_int("ARENA_ADAPTER_MAX_MB", 1024, minimum=1)
+ARENA_LORA_MAX_RANK = env_int("ARENA_LORA_MAX_RANK", 64, minimum=1)
+ARENA_LOCAL_MAX_ADAPTERS = env_int("ARENA_LOCAL_MAX_ADAPTERS", 8, minimum=1)
+# Pair sampling: "active" prefers the pairs whose comparison is least certain
+# (on top of the admin weights), "weighted" uses the weights alone. A share
+# ARENA_SAMPLING_EXPLORE of draws stays plain weighted, so no pair starves.
+ARENA_SAMPLING = env_choice("ARENA_SAMPLING", "active", ("active", "weighted"))
+ARENA_SAMPLING_EXPLORE = env_float("ARENA_SAMPLING_EXPLORE", 0.2, minimum=0.0)
+if ARENA_SAMPLING_EXPLORE > 1:
+    raise ImproperlyConfigured(
+        f"ARENA_SAMPLING_EXPLORE must be between 0 and 1, got {ARENA_SAMPLING_EXPLORE}"
+    )
+ARENA_SAMPLING_CACHE_SECONDS = env_float("ARENA_SAMPLING_CACHE_SECONDS", 60.0, minimum=0.0)
+
+# --- abuse: rate limits, client IP, moderation --------------------------------
+
+# Per visitor (session) and action, in a fixed window; per IP it is FACTOR times that.
+ARENA_RATE_LIMITS = env_limits(
+    "ARENA_RATE_LIMITS", "battle=30/60,message=20/60,regenerate=10/60,vote=30/60"
+)
+ARENA_RATE_IP_FACTOR = env_int("ARENA_RATE_IP_FACTOR", 5, minimum=1)
+# Proxies whose X-Forwarded-For is believed (addresses or networks).
+ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES", [])
+ARENA_MODERATION_BLOCKLIST = env_patterns_file("ARENA_MODERATION_BLOCKLIST")
+ARENA_MODERATION_URL = env_url("ARENA_MODERATION_URL", schemes=("http", "https"))
+ARENA_MODERATION_KEY_ENV = env_str("ARENA_MODERATION_KEY_ENV", "")
+ARENA_MODERATION_MODEL = env_str("ARENA_MODERATION_MODEL", "omni-moderation-latest")
+ARENA_MODERATION_FAIL = env_choice("ARENA_MODERATION_FAIL", "closed", ("closed", "open"))
+ARENA_MODERATION_TIMEOUT = env_float("ARENA_MODERATION_TIMEOUT", 5.0, minimum=0.1)
 
 # --- sessions, security ---------------------------------------------------
 

@@ -4,7 +4,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from inference.models import Contender, Engine
+from inference.selectors import contenders_battling
 
 
 def _ensure_session(request: HttpRequest) -> None:
@@ -22,7 +22,7 @@ def battle_page(request: HttpRequest) -> HttpResponse:
 @require_GET
 def side_by_side_page(request: HttpRequest) -> HttpResponse:
     _ensure_session(request)
-    contenders = Contender.objects.filter(enabled=True).exclude(engine=Engine.NONE)
+    contenders = contenders_battling()
     return render(request, "arena/battle.html", {"mode": "named", "contenders": contenders})
 
 

@@ -1,4 +1,10 @@
-"""Starting generations: Celery tasks, or threads of the web process."""
+"""Starting generations: Celery tasks, or threads of the web process.
+
+Each engine kind has its own queue: the local engine is CPU-bound and sized to
+the machine; HTTP-streaming engines mostly wait on sockets, so their workers
+run many threads. In the embedded default the same split holds between two
+thread pools of the web process.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +14,48 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from inference.cancel import cancel_flags
+from inference.models import Engine
+from inference.selectors import engine_kinds
 
 log = logging.getLogger(__name__)
 
+HTTP_ENGINES = frozenset({Engine.OPENAI.value})
+
+
+def queue_for(engine: str) -> str:
+    """The Celery queue for answers of an engine kind."""
+    return settings.ARENA_QUEUE_HTTP if engine in HTTP_ENGINES else settings.ARENA_QUEUE_LOCAL
+
 
 @cache
-def _threads() -> ThreadPoolExecutor:
+def _threads(kind: str) -> ThreadPoolExecutor:
+    if kind == "http":
+        return ThreadPoolExecutor(settings.ARENA_HTTP_THREAD_WORKERS, thread_name_prefix="gen-http")
     return ThreadPoolExecutor(settings.ARENA_THREAD_WORKERS, thread_name_prefix="generate")
 
 
 async def generation_start(answer_ids: list[int]) -> None:
     """Queue one generation per answer. Call after the answers are committed."""
+    kinds = await database_sync_to_async(engine_kinds)(answer_ids)
     if settings.ARENA_TASKS == "celery":
         from inference.tasks import generate_answer
 
         for answer_id in answer_ids:
-            await sync_to_async(generate_answer.delay, thread_sensitive=False)(answer_id)
+            queue = queue_for(kinds.get(answer_id, ""))
+            await sync_to_async(generate_answer.apply_async, thread_sensitive=False)(
+                args=(answer_id,), queue=queue
+            )
         return
     from inference.generation import generation_run
 
     loop = asyncio.get_running_loop()
     for answer_id in answer_ids:
-        future = _threads().submit(generation_run, answer_id=answer_id, home_loop=loop)
+        pool = _threads("http" if kinds.get(answer_id) in HTTP_ENGINES else "local")
+        future = pool.submit(generation_run, answer_id=answer_id, home_loop=loop)
         future.add_done_callback(_log_failure)
 
 

@@ -29,8 +29,9 @@ from arena.services import (
     answer_progress,
 )
 from inference.cancel import cancel_flags
-from inference.engines import engine_get
+from inference.engines import engine_for
 from inference.engines.base import Engine, EngineError, StreamEnd, TextDelta
+from inference.health import endpoint_unreachable
 from inference.publish import Publisher
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
         last_flush = time.monotonic()
 
     try:
-        pump = _Pump(engine_get(job.engine), job)
+        pump = _Pump(engine_for(job.engine, job.endpoint), job)
     except EngineError as exc:
         error, pump = exc, None
     try:
@@ -222,6 +223,9 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
             duration_ms=duration * 1000,
         )
     saved = await _db(answer_complete, answer_id=job.answer_id, outcome=outcome)
+    if error is not None and error.code == "engine_unreachable" and job.endpoint_id is not None:
+        # Out of pair sampling at once; the health check brings it back.
+        await _db(endpoint_unreachable, endpoint_id=job.endpoint_id, message=error.message)
     if not saved:
         log.warning("answer %s was finished elsewhere; dropping this outcome", job.answer_id)
         return

@@ -1,9 +1,12 @@
+"""Celery tasks: thin, they take ids and call one service."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
+from django.conf import settings
 
 from inference.generation import generation_run
 
@@ -13,11 +16,28 @@ def generate_answer(answer_id: int) -> None:
     generation_run(answer_id=answer_id)
 
 
+@shared_task(name="inference.tasks.serving_health_check", ignore_result=True, expires=120)
+def serving_health_check() -> None:
+    from inference.health import health_check_all
+
+    health_check_all()
+
+
+def _runs_local_answers(app: Any) -> bool:
+    """Whether this worker consumes the local engine's queue: an HTTP-engine
+    worker never loads a model."""
+    queues = getattr(app.amqp.queues, "consume_from", None) or {}
+    return not queues or settings.ARENA_QUEUE_LOCAL in queues
+
+
 @worker_process_init.connect
 def _preload_in_child(**kwargs: Any) -> None:
+    from celery import current_app
+
     from inference.engines import engine_preload
 
-    engine_preload()
+    if _runs_local_answers(current_app):
+        engine_preload()
 
 
 @worker_ready.connect
@@ -28,4 +48,5 @@ def _preload_in_threads_worker(sender: Any = None, **kwargs: Any) -> None:
     if pool is not None and type(pool).__module__.rsplit(".", 1)[-1] in ("thread", "solo"):
         from inference.engines import engine_preload
 
-        engine_preload()
+        if _runs_local_answers(sender.app):
+            engine_preload()

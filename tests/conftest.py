@@ -29,6 +29,18 @@ ON_SERVICES = bool(settings.REDIS_URL) and settings.DATABASES["default"]["ENGINE
 TINY = {"temperature": 0.0, "max_tokens": 6}
 
 
+@pytest.fixture(autouse=True)
+def _generous_rate_limits(settings: object) -> None:
+    """Tests act faster than people; the rate-limit tests set their own limits."""
+    from arena.ratelimit import counter
+
+    settings.ARENA_RATE_LIMITS = {}  # type: ignore[attr-defined]
+    counter.cache_clear()
+    # The reaper's loop would outlive each test's event loop; fault tests turn it on.
+    settings.ARENA_REAPER = False  # type: ignore[attr-defined]
+    settings.ARENA_HEALTH_MONITOR = False  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def alpha(db: None) -> Contender:
     return Contender.objects.create(
@@ -158,7 +170,7 @@ def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[
             "--concurrency",
             "4",
             "-Q",
-            "generation,default",
+            "generation,generation-http,default",
             "--loglevel",
             "INFO",
             "--without-gossip",

@@ -67,3 +67,35 @@ def test_celery_tasks_without_redis_is_refused(tmp_path: Path) -> None:
     result = _start(tmp_path, ARENA_TASKS="celery")
     assert result.returncode != 0
     assert "REDIS_URL" in result.stderr.splitlines()[-1]
+
+
+def test_deployment_checks_are_clean_under_production_settings(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    base.update(
+        ARENA_DATA_DIR=str(tmp_path),
+        ARENA_PRODUCTION="1",
+        DJANGO_SECRET_KEY="x" * 20 + "-a-long-random-looking-secret-for-the-check-" + "y" * 20,
+        DJANGO_ALLOWED_HOSTS="arena.example.org",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=base, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_without_a_secret_key_refuses_to_start(tmp_path: Path) -> None:
+    result = _start(tmp_path, ARENA_PRODUCTION="1")
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("ARENA_RATE_LIMITS", "message=lots"), ("ARENA_MODERATION_BLOCKLIST", "/no/such/file")],
+)
+def test_bad_abuse_settings_name_their_variable(tmp_path: Path, name: str, value: str) -> None:
+    result = _start(tmp_path, **{name: value})
+    assert result.returncode != 0
+    assert name in result.stderr.splitlines()[-1]

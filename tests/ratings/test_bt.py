@@ -7,6 +7,7 @@ import gzip
 import math
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -79,6 +80,11 @@ def per_vote_reference(a, b, outcome, n):
     )
     theta = result.x - result.x.mean()
     return 1000 + POINTS * theta
+
+
+def votes_of(simulated: Any) -> tuple[Any, Any, Any]:
+    a, b, outcome = simulated
+    return a, b, outcome
 
 
 def simulate(strengths, votes, rng, tie_rate=0.0):
@@ -180,7 +186,7 @@ def test_an_anchored_contender_gets_its_score_and_a_zero_width_interval(arena):
 def test_true_strengths_are_recovered_from_many_votes():
     rng = np.random.default_rng(11)
     strengths = np.linspace(-0.8, 0.8, 8)
-    table = PairTable.from_votes(*simulate(strengths, 400_000, rng, tie_rate=0.3), 8)
+    table = PairTable.from_votes(*votes_of(simulate(strengths, 400_000, rng, tie_rate=0.3)), 8)
     board = bt_board(table)
     truth = 1000 + POINTS * (strengths - strengths.mean())
     standard_error = (board.upper - board.lower) / (2 * 1.959964)
@@ -194,7 +200,7 @@ def test_sandwich_intervals_cover_the_truth_about_95_percent_of_the_time():
     truth = 1000 + POINTS * (strengths - strengths.mean())
     covered = []
     for _ in range(200):
-        table = PairTable.from_votes(*simulate(strengths, 1500, rng, tie_rate=0.3), 6)
+        table = PairTable.from_votes(*votes_of(simulate(strengths, 1500, rng, tie_rate=0.3)), 6)
         board = bt_board(table, ci="sandwich")
         covered.append((board.lower <= truth) & (truth <= board.upper))
     assert 0.925 < np.mean(covered) < 0.975
@@ -206,7 +212,7 @@ def test_bootstrap_intervals_cover_the_truth_about_95_percent_of_the_time():
     truth = 1000 + POINTS * (strengths - strengths.mean())
     covered = []
     for seed in range(80):
-        table = PairTable.from_votes(*simulate(strengths, 2000, rng, tie_rate=0.2), 5)
+        table = PairTable.from_votes(*votes_of(simulate(strengths, 2000, rng, tie_rate=0.2)), 5)
         board = bt_board(table, ci="bootstrap", rounds=100, seed=seed)
         covered.append((board.lower <= truth) & (truth <= board.upper))
     assert 0.9 < np.mean(covered) < 0.99

@@ -81,17 +81,15 @@ def battles(contenders: list[Contender], alice: str, mallory: str) -> dict[str, 
     return out
 
 
-def _export(tmp_path: Path, fmt: str, name: str = "out.jsonl", **kw: object) -> list[dict]:
+def _export(
+    tmp_path: Path, fmt: str, name: str = "out.jsonl", options: Options | None = None, **kw: Any
+) -> list[dict]:
     path = tmp_path / name
-    options = kw.pop("options", Options())
     preferences_export(
-        fmt=fmt,
-        path=path,
-        export_filter=ExportFilter(**kw),
-        options=options,  # type: ignore[arg-type]
+        fmt=fmt, path=path, export_filter=ExportFilter(**kw), options=options or Options()
     )
     opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rt") as f:  # type: ignore[operator]
+    with opener(path, "rt") as f:
         return [json.loads(line) for line in f]
 
 
@@ -129,7 +127,7 @@ def test_kto_gives_a_positive_and_a_negative_and_both_bad_two_negatives(
     battles: object, tmp_path: Path
 ) -> None:
     records = _export(tmp_path, "kto", name="kto.jsonl.gz")
-    labels = {}
+    labels: dict[str, list[tuple[str, bool]]] = {}
     for r in records:
         labels.setdefault(r["prompt"][0]["content"], []).append(
             (r["completion"][0]["content"], r["label"])

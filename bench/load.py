@@ -1,0 +1,993 @@
+"""Load: N concurrent battles through the real stack, tokens at a fixed rate.
+
+    .venv/bin/python bench/load.py --battles 200 [--rate 20] [--tokens 60] [--workers 2]
+    .venv/bin/python bench/load.py --sweep [--sizes 5,10,15,20,25,50,100,200,300,400]
+
+Starts everything on loopback: a scratch PostgreSQL database
+(arena_bench_load_<pid> on the server of DATABASE_URL, default
+postgres://postgres@127.0.0.1:5432; dropped at the end), Redis database 11
+of REDIS_URL's server (never 0; flushed first and at the end), the token
+server (bench/tokenserver.py: every answer is `--tokens` tokens at `--rate`
+tokens/s), daphne, and `--workers` Celery workers on the HTTP-engine queue,
+their threads pools sized to 2 x N streams in all. It registers an endpoint
+on the token server and two contenders, then plays N battles at once, as
+many browsers would: GET / for the session cookie, a websocket, battle.start
+(anonymous: the pair is drawn by the product), then, once every battle is
+open, message.send, read the deltas until both answers are done, vote, wait
+for vote.recorded. Rate limits are off in the servers (ARENA_RATE_LIMITS="").
+
+Reports: battles and votes completed; votes lost (acknowledged with
+vote.recorded but not in the database with that choice, plus votes sent and
+never answered); tokens emitted (the token server's count) against tokens
+delivered (reassembled from the gen.delta frames by offset); the added
+latency engine -> client of each token (the token's text carries the time
+the token server wrote it; the client takes the time it read the frame, same
+clock); CPU (% of one core, over the playing time) and peak RSS of daphne,
+the workers, the token server and this client. Targets (issue 7): 0 lost
+votes, delivered/emitted >= 0.999, added latency p99 < 100 ms. The product
+coalesces tokens for up to ARENA_DELTA_INTERVAL_MS (default 40) into one
+delta by design, so that much of the latency is intended. `--sweep` raises N
+until a target breaks and names the breaking point. Every wait is bounded;
+the script cleans up after itself. Logs: var/bench-load/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.tokenserver import MODEL, percentile, tokens_parse  # noqa: E402
+
+PROMPT = "Say something for the load benchmark."
+CHOICES = ("a", "b", "tie", "both_bad")
+SIZES = (5, 10, 15, 20, 25, 50, 100, 200, 300, 400, 600, 800)
+LATENCY_TARGET_MS = 100.0
+RATIO_TARGET = 0.999
+PROGRESS_SECONDS = 2.0
+LATE_SECONDS = 5.0  # after the vote's acknowledgement, for frames still on their way
+LOCK_KEY = "arena-bench-load:lock"
+INBOX_KEYS = "asgispecific.*"  # channels_redis: prefix "asgi" + the process's channel prefix
+LOCK_SECONDS = 6 * 3600  # outlives any run; a crashed run's lock expires
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    rate: float = 20.0  # tokens/s per stream
+    tokens: int = 60  # tokens per answer
+    workers: int = 2  # Celery worker processes on the HTTP queue
+    delta_ms: float = 40.0  # ARENA_DELTA_INTERVAL_MS of the servers
+    pg_server: str = "postgres://postgres@127.0.0.1:5432"
+    redis_url: str = "redis://127.0.0.1:6379/11"
+    log_dir: Path = ROOT / "var" / "bench-load"
+    setup_seconds: float = 120.0  # to open all battles
+    slack_seconds: float = 60.0  # beyond the answers' own duration
+    idle_seconds: float = 15.0  # end the run once no client has heard anything for this long
+    progress: bool = True
+    warmup: bool = True  # one unmeasured battle before each run
+
+
+def pg_server_url(database_url: str | None) -> str:
+    """The server part of a PostgreSQL URL (the database name dropped)."""
+    parts = urlsplit(database_url or "postgres://postgres@127.0.0.1:5432/postgres")
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise SystemExit(f"DATABASE_URL is not a PostgreSQL URL: {parts.scheme}://...")
+    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+
+
+def redis_bench_url(redis_url: str | None, db: int) -> str:
+    """REDIS_URL's server with the benchmark's own database number."""
+    if db == 0:
+        raise SystemExit("the benchmark flushes its Redis database: pick one other than 0")
+    parts = urlsplit(redis_url or "redis://127.0.0.1:6379/0")
+    if parts.scheme not in ("redis", "rediss"):
+        raise SystemExit(f"REDIS_URL must be redis:// or rediss:// here, not {parts.scheme}://")
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", "", ""))
+
+
+# --- processes --------------------------------------------------------------
+
+
+class Child:
+    """A child process in its own process group, its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        with self.log_path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.text())
+            if found:
+                return found
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not show {pattern!r}:\n{self.text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with _gone():
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with _gone():
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+class _gone:
+    """Ignore a process that is already gone."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *args: object) -> bool:
+        return kind is not None and issubclass(kind, ProcessLookupError | psutil.NoSuchProcess)
+
+
+class Monitor:
+    """CPU seconds and peak RSS of named groups of processes."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.procs = {name: [psutil.Process(pid) for pid in pids] for name, pids in groups.items()}
+        self.peak_rss: dict[str, float] = dict.fromkeys(groups, 0.0)
+        self.cpu0: dict[str, float] = {}
+        self.t0 = time.monotonic()
+
+    def _cpu(self, name: str) -> float:
+        total = 0.0
+        for proc in self.procs[name]:
+            with _gone():
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def begin(self) -> None:
+        self.t0 = time.monotonic()
+        self.cpu0 = {name: self._cpu(name) for name in self.procs}
+        self.peak_rss = dict.fromkeys(self.procs, 0.0)
+        self.sample()
+
+    def sample(self) -> None:
+        for name, procs in self.procs.items():
+            rss = 0.0
+            for proc in procs:
+                with _gone():
+                    rss += proc.memory_info().rss
+            self.peak_rss[name] = max(self.peak_rss[name], rss / 2**20)
+
+    def cpu_percent(self) -> dict[str, float]:
+        """% of one core per group since begin()."""
+        wall = max(time.monotonic() - self.t0, 1e-6)
+        return {name: 100 * (self._cpu(name) - self.cpu0[name]) / wall for name in self.procs}
+
+
+class Stack:
+    """The real stack on loopback, for as long as the `with` block lasts."""
+
+    def __init__(self, config: LoadConfig) -> None:
+        self.config = config
+        self.db = f"arena_bench_load_{os.getpid()}"
+        self.children: list[Child] = []
+        self.workers: list[Child] = []
+        self.url = ""
+        self.token_url = ""
+        self.data_dir = Path(tempfile.mkdtemp(prefix="arena-load-"))
+        self.db_created = False
+        self.locked = False
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- set-up --
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(f"{self.config.pg_server}/postgres", autocommit=True) as conn:
+            conn.execute(sql)
+
+    def db_url(self) -> str:
+        return f"{self.config.pg_server}/{self.db}"
+
+    def _env(self) -> dict[str, str]:
+        drop = ("DATABASE_URL", "REDIS_URL", "ARENA_TASKS", "DJANGO_SETTINGS_MODULE")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k not in drop}
+        env.update(
+            DATABASE_URL=self.db_url(),
+            REDIS_URL=self.config.redis_url,
+            ARENA_DATA_DIR=str(self.data_dir),
+            ARENA_RATE_LIMITS="",
+            ARENA_DELTA_INTERVAL_MS=f"{self.config.delta_ms:g}",
+            ARENA_PRELOAD="0",
+            ARENA_LOG_LEVEL="WARNING",
+            DJANGO_SETTINGS_MODULE="arena.settings",
+            PYTHONUNBUFFERED="1",
+        )
+        env.setdefault("ARENA_MODEL_CACHE", str(ROOT / "var" / "models"))
+        return env
+
+    def _spawn(self, name: str, argv: list[str]) -> Child:
+        child = Child(name, argv, self._env(), self.config.log_dir)
+        self.children.append(child)
+        return child
+
+    def start(self) -> None:
+        import redis
+
+        config = self.config
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+        server = redis.Redis.from_url(config.redis_url)
+        # Two runs on one Redis database would flush and feed each other's queues.
+        if not server.set(LOCK_KEY, os.getpid(), nx=True, ex=LOCK_SECONDS):
+            raise RuntimeError(
+                f"another load run (pid {server.get(LOCK_KEY)!r}) uses {config.redis_url}; "
+                "wait for it or pick another --redis-db"
+            )
+        self.locked = True
+        self._admin(f"CREATE DATABASE {self.db}")
+        self.db_created = True
+        server.flushdb()
+        server.set(LOCK_KEY, os.getpid(), ex=LOCK_SECONDS)
+        py = sys.executable
+        env = self._env()
+        subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        rate, count = f"{config.rate:g}", str(config.tokens)
+        tokens = self._spawn(
+            "tokenserver", [py, "bench/tokenserver.py", "--rate", rate, "--tokens", count]
+        )
+        self.token_url = tokens.wait_for(r"listening on (http://\S+)", 30)[1]
+        self._register(env)
+        port = _free_port()
+        daphne = self._spawn(
+            "daphne",
+            [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "arena.asgi:application"],
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while not _answers(self.url + "/healthz"):
+            if time.monotonic() > deadline or daphne.proc.poll() is not None:
+                raise RuntimeError(f"daphne did not start:\n{daphne.text()[-3000:]}")
+            time.sleep(0.2)
+
+    def _register(self, env: dict[str, str]) -> None:
+        """The endpoint and two contenders, then the product's own health check."""
+        script = f"""
+from inference.health import endpoint_check
+from inference.models import Contender, Endpoint
+endpoint = Endpoint.objects.create(name="bench-tokens", kind="openai", base_url={self.token_url!r})
+for name in ("bench-a", "bench-b"):
+    Contender.objects.create(
+        name=name, engine="openai", endpoint=endpoint, model={MODEL!r},
+        params={{"max_tokens": {self.config.tokens}, "temperature": 0}},
+    )
+report = endpoint_check(endpoint=endpoint)
+print("healthy" if report.healthy and all(ok for ok, _ in report.contenders.values())
+      else f"unhealthy: {{report}}")
+"""
+        done = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", script],
+            cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        if done.stdout.strip().splitlines()[-1:] != ["healthy"]:
+            raise RuntimeError(f"the token server failed the health check: {done.stdout}")
+
+    def workers_start(self, streams: int) -> None:
+        """`workers` threaded Celery workers with `streams` threads in all."""
+        self.workers_stop()
+        count = self.config.workers
+        threads = math.ceil(streams / count) + 2
+        for i in range(count):
+            worker = self._spawn(
+                f"worker-{i}",
+                [
+                    sys.executable, "-m", "celery", "-A", "arena", "worker",
+                    "--pool", "threads", "--concurrency", str(threads),
+                    "-Q", "generation-http,default", "--loglevel", "INFO",
+                    "--without-gossip", "--without-mingle", "--without-heartbeat",
+                    "--hostname", f"load-{i}-{os.getpid()}@%h",
+                ],
+            )  # fmt: skip
+            self.workers.append(worker)
+        for worker in self.workers:
+            worker.wait_for(r"ready\.", 120)
+
+    def workers_stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+            self.children.remove(worker)
+        self.workers = []
+
+    def monitor(self) -> Monitor:
+        by_name = {c.name: c.proc.pid for c in self.children}
+        return Monitor(
+            {
+                "daphne": [by_name["daphne"]],
+                "workers": [w.proc.pid for w in self.workers],
+                "tokenserver": [by_name["tokenserver"]],
+                "client": [os.getpid()],
+            }
+        )
+
+    def token_stats(self, reset: bool = False) -> dict[str, Any]:
+        root = self.token_url.removesuffix("/v1")
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            if reset:
+                client.post(f"{root}/bench/reset").raise_for_status()
+            response = client.get(f"{root}/bench/stats")
+            response.raise_for_status()
+            return dict(response.json())
+
+    def inbox(self) -> int:
+        """Messages waiting in the channel layer for daphne's sockets (channels_redis
+        keeps them in one sorted set per process; above CHANNEL_LAYERS capacity,
+        group_send drops them)."""
+        import redis
+
+        server = redis.Redis.from_url(self.config.redis_url)
+        keys = [k for k in server.scan_iter(INBOX_KEYS, count=1000) if not k.endswith(b"$inflight")]
+        sizes: list[Any] = [server.zcard(k) for k in keys]
+        return max((int(size) for size in sizes), default=0)
+
+    def db_connections(self) -> int:
+        """Connections open to the scratch database now (max_connections is shared)."""
+        import psycopg
+
+        with psycopg.connect(f"{self.config.pg_server}/postgres", autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (self.db,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def dropped(self) -> int:
+        """group_send calls the workers' channel layer refused as over capacity."""
+        return sum(w.text().count("channels over capacity") for w in self.workers)
+
+    def votes_in_db(self, battle_ids: list[str]) -> dict[str, str]:
+        import psycopg
+
+        ids = [uuid.UUID(b) for b in battle_ids]
+        with psycopg.connect(self.db_url()) as conn:
+            rows = conn.execute(
+                "SELECT battle_id, choice FROM arena_vote WHERE battle_id = ANY(%s)", (ids,)
+            ).fetchall()
+        return {str(battle): str(choice) for battle, choice in rows}
+
+    # -- the run --
+
+    def run(self, battles: int) -> Report:
+        """Play `battles` battles at once on fresh workers; the figures."""
+        self.workers_start(2 * battles)
+        try:
+            report = asyncio.run(_play(self, battles))
+            report.dropped = self.dropped()
+            return report
+        finally:
+            self.workers_stop()
+
+    # -- tear-down --
+
+    def close(self) -> None:
+        for child in reversed(self.children):
+            try:
+                child.stop()
+            except Exception as exc:  # go on cleaning up the others
+                log(f"  could not stop {child.name}: {exc}")
+        self.children, self.workers = [], []
+        if self.db_created:
+            try:
+                self._admin(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
+            except Exception as exc:
+                log(f"  could not drop database {self.db}: {exc}")
+        if self.locked:
+            try:
+                import redis
+
+                redis.Redis.from_url(self.config.redis_url).flushdb()  # the lock too
+            except Exception as exc:
+                log(f"  could not flush {self.config.redis_url}: {exc}")
+        for path in sorted(self.data_dir.rglob("*"), reverse=True):
+            path.unlink() if not path.is_dir() else path.rmdir()
+        self.data_dir.rmdir()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, trust_env=False, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- one battle, as a browser plays it --------------------------------------
+
+
+@dataclass
+class Answer:
+    text: str = ""  # reassembled from the deltas, by offset
+    arrivals: list[tuple[int, float]] = field(default_factory=list)  # (end offset, time read)
+    next_seq: int = 0
+    disorder: int = 0  # deltas out of sequence, with a gap or overlapping text
+    final: str | None = None  # gen.done's text
+    error: str = ""
+    finished_by_resync: bool = False  # its gen.done/gen.error never came
+
+
+@dataclass
+class Battle:
+    index: int
+    id: str = ""
+    stage: str = "opening"
+    failure: str = ""
+    answers: dict[str, Answer] = field(default_factory=lambda: {"a": Answer(), "b": Answer()})
+    vote: str = ""  # the choice sent
+    acked: bool = False
+    refused: str = ""
+    resync_asked: bool = False
+    resyncs: int = 0
+
+    def latencies(self) -> list[float]:
+        """Seconds from each token's emission to the client reading it."""
+        out = []
+        for answer in self.answers.values():
+            ends = [end for end, _ in answer.arrivals]
+            for _, emitted, end in tokens_parse(answer.text):
+                i = bisect.bisect_left(ends, end)
+                if i < len(ends):
+                    out.append(answer.arrivals[i][1] - emitted)
+        return out
+
+    def delivered(self) -> int:
+        return sum(len({i for i, _, _ in tokens_parse(a.text)}) for a in self.answers.values())
+
+
+class Tally:
+    """Live counters for the progress line."""
+
+    def __init__(self, battles: int) -> None:
+        self.battles = battles
+        self.ready = 0
+        self.answers_done = 0
+        self.votes_acked = 0
+        self.tokens = 0
+        self.resyncs = 0
+        self.peak_inbox = 0
+        self.peak_db = 0
+        self.busy_cpu: dict[str, float] = {}  # CPU figures when a frame was last heard
+        self.heard = time.monotonic()  # when any client last read a frame
+        self.go = asyncio.Event()
+
+    def opened(self) -> None:
+        self.ready += 1
+        if self.ready >= self.battles:
+            self.go.set()
+
+
+async def _next(ws: Any, tally: Tally) -> dict[str, Any]:
+    event = json.loads(await ws.recv())
+    tally.heard = time.monotonic()
+    if not isinstance(event, dict):
+        raise RuntimeError(f"not an event: {event!r}")
+    return event
+
+
+async def battle_play(url: str, battle: Battle, tally: Tally) -> None:
+    """One visitor's whole battle; records how far it got in `battle`."""
+    from websockets.asyncio.client import connect
+
+    async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60) as http:
+        page = await http.get("/")
+        page.raise_for_status()
+        session = page.cookies.get("sessionid")
+    if not session:
+        raise RuntimeError("GET / set no sessionid cookie")
+    battle.stage = "connecting"
+    async with connect(
+        "ws://" + url.removeprefix("http://") + "/ws/battle/",
+        additional_headers={"Cookie": f"sessionid={session}", "Origin": url},
+        proxy=None, open_timeout=60, ping_interval=None, max_size=2**22,
+    ) as ws:  # fmt: skip
+        battle.stage = "starting"
+        await ws.send(json.dumps({"type": "battle.start", "mode": "anonymous"}))
+        while not battle.id:
+            event = await _next(ws, tally)
+            if event["type"] == "error":
+                raise RuntimeError(f"battle.start refused: {event.get('code')}")
+            if event["type"] == "battle.state":
+                battle.id = event["battle"]["id"]
+        battle.stage = "waiting"
+        tally.opened()
+        await tally.go.wait()
+        battle.stage = "generating"
+        await ws.send(json.dumps({"type": "message.send", "text": PROMPT}))
+        await _battle_read(ws, battle, tally)
+
+
+async def _battle_read(ws: Any, battle: Battle, tally: Tally) -> None:
+    """Reads the answers, votes once both are finished, and waits for the
+    acknowledgement, handling every event as it comes, as the page does: a
+    gap in the deltas asks for the saved state (battle.resume), which may show
+    the answers finished before their own gen.done arrives. Tokens count as
+    delivered only if they came in deltas; once the vote is acknowledged,
+    frames still on their way get LATE_SECONDS to arrive."""
+    finished: set[str] = set()
+    done_frames: set[str] = set()
+    acked_at: float | None = None
+    while acked_at is None or len(done_frames) < 2:
+        if acked_at is None:
+            event = await _next(ws, tally)
+        else:
+            try:
+                left = acked_at + LATE_SECONDS - time.monotonic()
+                event = await asyncio.wait_for(_next(ws, tally), max(left, 0.0))
+            except TimeoutError:
+                return
+        now = time.time()
+        kind = event["type"]
+        if kind == "battle.state":
+            battle.resync_asked = False
+            _state_apply(battle, event, finished, tally)
+        elif kind == "vote.recorded":
+            battle.acked = event.get("choice") == battle.vote
+            tally.votes_acked += 1
+            battle.stage = "voted"
+            acked_at = time.monotonic()
+        elif kind == "error":
+            if battle.stage != "voting":
+                raise RuntimeError(f"refused while {battle.stage}: {event.get('code')}")
+            battle.refused = str(event.get("code"))
+            battle.failure = f"vote refused: {battle.refused}"
+            return
+        elif kind in ("gen.delta", "gen.done", "gen.error"):
+            side = event["side"]
+            answer = battle.answers[side]
+            if kind == "gen.delta":
+                if int(event["offset"]) > len(answer.text) and not battle.resync_asked:
+                    battle.resync_asked = True
+                    battle.resyncs += 1
+                    tally.resyncs += 1
+                    await ws.send(json.dumps({"type": "battle.resume", "battle": battle.id}))
+                _delta_apply(answer, event, now)
+                tally.tokens += event["text"].count("⟩")
+            else:
+                done_frames.add(side)
+                if kind == "gen.done":
+                    answer.final = event["text"]
+                else:
+                    answer.error = str(event.get("code"))
+                if side not in finished:
+                    finished.add(side)
+                    tally.answers_done += 1
+        if battle.stage == "generating" and len(finished) == 2:
+            errors = [f"{s}:{a.error}" for s, a in battle.answers.items() if a.error]
+            if errors:
+                battle.failure = "gen.error " + ",".join(errors)
+                return
+            battle.stage = "voting"
+            battle.vote = CHOICES[battle.index % len(CHOICES)]
+            await ws.send(json.dumps({"type": "vote", "choice": battle.vote}))
+
+
+def _state_apply(battle: Battle, event: dict[str, Any], finished: set[str], tally: Tally) -> None:
+    """What a resync tells: answers the page now shows as finished."""
+    turns = event.get("turns") or []
+    if not turns:
+        return
+    for side in ("a", "b"):
+        state = turns[-1].get(side) or {}
+        if side in finished or state.get("status") not in ("done", "stopped", "error"):
+            continue
+        finished.add(side)
+        tally.answers_done += 1
+        battle.answers[side].finished_by_resync = True
+        if state["status"] == "error":
+            battle.answers[side].error = str((state.get("error") or {}).get("code"))
+
+
+def _delta_apply(answer: Answer, event: dict[str, Any], now: float) -> None:
+    offset, text = int(event["offset"]), str(event["text"])
+    if event["seq"] != answer.next_seq or offset != len(answer.text):
+        answer.disorder += 1
+    answer.next_seq = int(event["seq"]) + 1
+    if offset <= len(answer.text):
+        answer.text = answer.text[:offset] + text + answer.text[offset + len(text) :]
+    else:
+        answer.text += text  # a gap: keep the tokens, the count shows what is missing
+    bisect.insort(answer.arrivals, (offset + len(text), now))
+
+
+# --- a run: N battles, the figures ------------------------------------------
+
+
+@dataclass
+class Report:
+    battles: int
+    voted: int = 0  # battles whose vote was acknowledged
+    failures: Counter[str] = field(default_factory=Counter)
+    votes_sent: int = 0
+    votes_acked: int = 0
+    votes_refused: int = 0
+    votes_in_db: int = 0
+    votes_missing: int = 0  # acknowledged, not in the database with that choice
+    votes_unanswered: int = 0  # sent, neither acknowledged nor refused
+    tokens_emitted: int = 0
+    tokens_delivered: int = 0
+    answers_mismatched: int = 0  # reassembled deltas differ from gen.done's text
+    deltas_disordered: int = 0
+    resyncs: int = 0  # battle.resume sent on a gap, as the page does
+    answers_resynced: int = 0  # seen finished only through a resync
+    dropped: int = 0  # group_send messages the channel layer dropped (workers' logs)
+    peak_inbox: int = 0  # most messages waiting for daphne in the channel layer
+    peak_db: int = 0  # most connections to the scratch database (sampled every 0.5 s)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    peak_streams: int = 0
+    server_lag_p99_ms: float = float("nan")
+    cpu_percent: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    setup_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def votes_lost(self) -> int:
+        return self.votes_missing + self.votes_unanswered
+
+    @property
+    def ratio(self) -> float:
+        return self.tokens_delivered / self.tokens_emitted if self.tokens_emitted else 0.0
+
+    def broken(self) -> list[str]:
+        """The targets this run missed."""
+        out = []
+        if self.votes_lost:
+            out.append(f"{self.votes_lost} votes lost")
+        if self.voted < self.battles:
+            out.append(f"{self.battles - self.voted} battles not completed")
+        if self.ratio < RATIO_TARGET:
+            out.append(f"delivered/emitted {self.ratio:.4f} < {RATIO_TARGET}")
+        if not self.latency_ms.get("p99", math.inf) < LATENCY_TARGET_MS:
+            out.append(f"latency p99 {self.latency_ms.get('p99', math.nan):.0f} ms >= 100 ms")
+        return out
+
+
+async def _play(stack: Stack, n: int) -> Report:
+    config = stack.config
+    tally = Tally(n)
+    battles = [Battle(i) for i in range(n)]
+    monitor = stack.monitor()
+    if config.warmup:
+        # Fresh processes pay for lazy loads on their first battle (daphne loads
+        # the language detector at its first vote, ~0.5 s holding the GIL):
+        # one battle first, so the figures are the steady state.
+        warm = Battle(-1)
+        await _bounded(stack.url, warm, Tally(1), config)
+        if warm.failure:
+            log(f"  warm-up battle failed: {warm.failure}")
+    await asyncio.to_thread(stack.token_stats, True)
+    started = time.monotonic()
+    stream_seconds = config.tokens / config.rate
+    tasks = [asyncio.create_task(_bounded(stack.url, b, tally, config)) for b in battles]
+    progress = asyncio.create_task(_watch(stack, tally, monitor, n, started))
+    try:
+        await asyncio.wait_for(tally.go.wait(), config.setup_seconds)
+    except TimeoutError:
+        log(f"  only {tally.ready}/{n} battles open after {config.setup_seconds:g} s; going on")
+        tally.go.set()
+    setup = time.monotonic() - started
+    monitor.begin()
+    played = time.monotonic()
+    if await _settle(tasks, tally, played + stream_seconds, config):
+        wall, cpu = time.monotonic() - played, monitor.cpu_percent()
+    else:  # the figures up to the last frame, not the idle wait after it
+        wall, cpu = tally.heard - played, tally.busy_cpu or monitor.cpu_percent()
+    progress.cancel()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, progress, return_exceptions=True)
+    # Streams of failed battles may still run: let them end so the count is whole.
+    stats = await asyncio.to_thread(stack.token_stats)
+    for _ in range(50):
+        if stats["active"] == 0:
+            break
+        await asyncio.sleep(0.2)
+        stats = await asyncio.to_thread(stack.token_stats)
+    in_db = await asyncio.to_thread(stack.votes_in_db, [b.id for b in battles if b.id])
+    report = _report(battles, stats, in_db, monitor, cpu, setup, wall)
+    report.peak_inbox = tally.peak_inbox
+    report.peak_db = tally.peak_db
+    return report
+
+
+async def _settle(
+    tasks: list[asyncio.Task[None]], tally: Tally, streams_end: float, config: LoadConfig
+) -> bool:
+    """Until every battle is over (True), or nothing has been heard for
+    idle_seconds after the answers should have ended, or slack_seconds after that."""
+    deadline = streams_end + config.slack_seconds
+    while not all(t.done() for t in tasks):
+        await asyncio.wait(tasks, timeout=0.5)
+        now = time.monotonic()
+        if now > deadline:
+            log(f"  {config.slack_seconds:g} s past the answers' end: ending the run")
+            return False
+        if now > streams_end and now - tally.heard > config.idle_seconds:
+            log(f"  nothing heard for {config.idle_seconds:g} s: ending the run")
+            return False
+    return True
+
+
+async def _bounded(url: str, battle: Battle, tally: Tally, config: LoadConfig) -> None:
+    limit = config.setup_seconds + config.tokens / config.rate + config.slack_seconds
+    try:
+        await asyncio.wait_for(battle_play(url, battle, tally), limit)
+    except TimeoutError:
+        battle.failure = f"timed out while {battle.stage}"
+    except Exception as exc:
+        battle.failure = f"{type(exc).__name__} while {battle.stage}: {str(exc)[:80]}"
+    finally:
+        if battle.stage in ("opening", "connecting", "starting"):
+            tally.opened()  # do not hold the others back
+
+
+async def _watch(stack: Stack, tally: Tally, monitor: Monitor, n: int, started: float) -> None:
+    """Samples memory and daphne's inbox; prints a progress line now and then."""
+    printed = heard = time.monotonic()
+    while True:
+        await asyncio.sleep(0.5)
+        monitor.sample()
+        if monitor.cpu0 and tally.heard > heard:
+            heard, tally.busy_cpu = tally.heard, monitor.cpu_percent()
+        inbox = await asyncio.to_thread(stack.inbox)
+        tally.peak_inbox = max(tally.peak_inbox, inbox)
+        tally.peak_db = max(tally.peak_db, await asyncio.to_thread(stack.db_connections))
+        if not stack.config.progress or time.monotonic() - printed < PROGRESS_SECONDS:
+            continue
+        printed = time.monotonic()
+        stats = await asyncio.to_thread(stack.token_stats)
+        cpu = monitor.cpu_percent() if monitor.cpu0 else {}
+        load = " ".join(f"{k} {v:.0f}%" for k, v in cpu.items())
+        log(
+            f"  [N={n} {printed - started:5.1f} s] open {tally.ready}/{n}, "
+            f"streams {stats['active']}, answers {tally.answers_done}/{2 * n}, "
+            f"votes {tally.votes_acked}/{n}, tokens {tally.tokens}/{stats['tokens_emitted']}, "
+            f"daphne inbox {inbox}" + (f", cpu {load}" if load else "")
+        )
+
+
+def _report(
+    battles: list[Battle],
+    stats: dict[str, Any],
+    in_db: dict[str, str],
+    monitor: Monitor,
+    cpu: dict[str, float],
+    setup: float,
+    wall: float,
+) -> Report:
+    monitor.sample()
+    report = Report(battles=len(battles), setup_seconds=setup, wall_seconds=wall)
+    latencies: list[float] = []
+    for b in battles:
+        latencies.extend(b.latencies())
+        report.tokens_delivered += b.delivered()
+        report.resyncs += b.resyncs
+        for answer in b.answers.values():
+            report.deltas_disordered += answer.disorder
+            report.answers_resynced += answer.finished_by_resync
+            if answer.final is not None and answer.final != answer.text:
+                report.answers_mismatched += 1
+        if b.failure:
+            report.failures[re.sub(r"[0-9a-f-]{36}", "<id>", b.failure)] += 1
+        if b.vote:
+            report.votes_sent += 1
+            if b.acked:
+                report.votes_acked += 1
+                report.voted += 1
+                if in_db.get(b.id) != b.vote:
+                    report.votes_missing += 1
+            elif b.refused:
+                report.votes_refused += 1
+            else:
+                report.votes_unanswered += 1
+    report.votes_in_db = len(in_db)
+    report.tokens_emitted = int(stats["tokens_emitted"])
+    report.peak_streams = int(stats["peak_active"])
+    report.server_lag_p99_ms = float(stats["lag_ms_p99"])
+    report.latency_ms = {
+        "p50": percentile(latencies, 0.5) * 1000,
+        "p99": percentile(latencies, 0.99) * 1000,
+        "max": max(latencies, default=math.nan) * 1000,
+    }
+    report.cpu_percent = cpu
+    report.peak_rss_mb = dict(monitor.peak_rss)
+    report.loadavg = os.getloadavg()
+    return report
+
+
+def report_print(report: Report, config: LoadConfig) -> None:
+    r = report
+    log(
+        f"  battles {r.battles}: voted {r.voted}; votes sent {r.votes_sent}, acknowledged "
+        f"{r.votes_acked}, refused {r.votes_refused}, in the database {r.votes_in_db}; "
+        f"LOST {r.votes_lost} (acknowledged but missing {r.votes_missing}, "
+        f"unanswered {r.votes_unanswered})"
+    )
+    for why, count in r.failures.most_common(5):
+        log(f"  failed: {count} x {why}")
+    log(
+        f"  tokens emitted {r.tokens_emitted}, delivered {r.tokens_delivered} "
+        f"(ratio {r.ratio:.4f}); answers whose deltas differ from gen.done "
+        f"{r.answers_mismatched}; deltas out of order {r.deltas_disordered}; "
+        f"peak concurrent streams {r.peak_streams} (token server lag p99 "
+        f"{r.server_lag_p99_ms:.1f} ms)"
+    )
+    log(
+        f"  channel layer: peak daphne inbox {r.peak_inbox} messages, {r.dropped} dropped "
+        f"over capacity; resyncs after a gap {r.resyncs}, answers seen finished only "
+        f"through a resync {r.answers_resynced}"
+    )
+    lat = r.latency_ms
+    log(
+        f"  added latency engine -> client: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+        f"max {lat['max']:.1f} ms (coalescing window {config.delta_ms:g} ms by design)"
+    )
+    log(
+        "  cpu (% of one core) "
+        + ", ".join(f"{k} {v:.0f}%" for k, v in r.cpu_percent.items())
+        + "; peak RSS "
+        + ", ".join(f"{k} {v:.0f} MB" for k, v in r.peak_rss_mb.items())
+        + f"; PostgreSQL connections at most {r.peak_db}"
+    )
+    log(
+        f"  wall {r.wall_seconds:.1f} s playing (+{r.setup_seconds:.1f} s opening); "
+        f"load average {r.loadavg[0]:.2f} {r.loadavg[1]:.2f} {r.loadavg[2]:.2f}"
+    )
+    broken = r.broken()
+    log("  targets: " + ("all met" if not broken else "MISSED: " + "; ".join(broken)))
+
+
+def table_print(rows: list[tuple[int, Report]]) -> None:
+    heads = (
+        "N", "voted", "lost", "emitted", "ratio", "p50 ms", "p99 ms", "streams",
+        "daphne%", "workers%", "tokens%", "client%", "RSS MB", "wall s", "load1",
+    )  # fmt: skip
+    log("  ".join(f"{h:>8}" for h in heads))
+    for n, r in rows:
+        rss = sum(v for k, v in r.peak_rss_mb.items() if k != "client")
+        cells = (
+            n, r.voted, r.votes_lost, r.tokens_emitted, f"{r.ratio:.4f}",
+            f"{r.latency_ms['p50']:.1f}", f"{r.latency_ms['p99']:.1f}", r.peak_streams,
+            *(f"{r.cpu_percent.get(k, 0):.0f}" for k in ("daphne", "workers", "tokenserver")),
+            f"{r.cpu_percent.get('client', 0):.0f}", f"{rss:.0f}", f"{r.wall_seconds:.1f}",
+            f"{r.loadavg[0]:.2f}",
+        )  # fmt: skip
+        log("  ".join(f"{c!s:>8}" for c in cells))
+
+
+def _stop_on_sigterm() -> None:
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--battles", type=int, default=200, help="concurrent battles")
+    parser.add_argument("--rate", type=float, default=20.0, help="tokens/s per stream")
+    parser.add_argument("--tokens", type=int, default=60, help="tokens per answer")
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
+    parser.add_argument("--delta-ms", type=float, default=40.0, help="ARENA_DELTA_INTERVAL_MS")
+    parser.add_argument("--sweep", action="store_true", help="raise N until a target breaks")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="N values to sweep")
+    parser.add_argument(
+        "--keep-going", action="store_true", help="sweep: run every size, even past a break"
+    )
+    parser.add_argument("--redis-db", type=int, default=11, help="flushed; never 0")
+    parser.add_argument("--no-warmup", action="store_true", help="measure cold processes too")
+    args = parser.parse_args(argv)
+    if args.battles < 1 or args.workers < 1 or args.tokens < 1 or args.rate <= 0:
+        parser.error("--battles, --workers, --tokens and --rate must be positive")
+    config = LoadConfig(
+        rate=args.rate,
+        tokens=args.tokens,
+        workers=args.workers,
+        delta_ms=args.delta_ms,
+        pg_server=pg_server_url(os.environ.get("DATABASE_URL")),
+        redis_url=redis_bench_url(os.environ.get("REDIS_URL"), args.redis_db),
+        warmup=not args.no_warmup,
+    )
+    sizes = sorted({int(s) for s in args.sizes.split(",")}) if args.sweep else [args.battles]
+    _stop_on_sigterm()
+    log(
+        f"load: {'sweep ' + str(sizes) if args.sweep else str(args.battles) + ' battles'}, "
+        f"2 answers each of {config.tokens} tokens at {config.rate:g} tokens/s, "
+        f"{config.workers} worker(s), delta window {config.delta_ms:g} ms, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
+    )
+    rows: list[tuple[int, Report]] = []
+    breaking: int | None = None
+    with Stack(config) as stack:
+        log(f"  stack up: daphne {stack.url}, token server {stack.token_url}, database {stack.db}")
+        for n in sizes:
+            log(f"N = {n}: {n} battles, {2 * n} streams")
+            report = stack.run(n)
+            report_print(report, config)
+            rows.append((n, report))
+            if report.broken() and breaking is None:
+                breaking = n
+                if not args.keep_going:
+                    break
+    log("")
+    table_print(rows)
+    if args.sweep:
+        held = [n for n, r in rows if not r.broken()]
+        if breaking is None:
+            log(f"no target broke up to N = {sizes[-1]}")
+        else:
+            why = "; ".join(dict(rows)[breaking].broken())
+            log(
+                f"breaking point: N = {breaking} ({why}); "
+                f"held up to N = {max((n for n in held if n < breaking), default=0)}"
+            )
+    return 1 if not args.sweep and rows[-1][1].votes_lost else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

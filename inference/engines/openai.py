@@ -1,0 +1,514 @@
+"""The OpenAI-compatible streaming engine: vLLM, SGLang, TGI, llama.cpp's
+server, Ollama, hosted APIs.
+
+One call is one `POST {base_url}/chat/completions` with `stream: true` and
+`stream_options: {include_usage: true}`, read as server-sent events with
+httpx + httpx-sse. Four timeouts: connect (httpx), first token (from the
+request to the first text: queueing and prefill), idle (the longest silence
+between two chunks) and total. Closing the stream closes the connection,
+which makes vLLM abort the request and free its slot.
+
+Errors come in two body shapes, both handled wherever they appear (an HTTP
+error body, or an `error` chunk in the middle of a 200 stream):
+`{"error": {"message": ..., "type": ..., "code": ...}}` (current vLLM, OpenAI)
+and the flat `{"object": "error", "message": ..., "type": ..., "code": ...}`
+(older vLLM).
+
+The module knows nothing of Django: an endpoint arrives as an EndpointConfig.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import ssl
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, SSEError
+
+from inference.engines.base import EngineError, GenerationRequest, StreamEnd, StreamEvent, TextDelta
+
+# httpx logs every request at INFO: one line per generation and per probe.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+# How long a /models listing is trusted when checking a request's model name.
+MODELS_TTL_SECONDS = 60.0
+MAX_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """What the engine needs to reach one server; the API key stays in the
+    environment variable `api_key_env` names."""
+
+    name: str
+    base_url: str
+    api_key_env: str = ""
+    connect_timeout: float = 5.0
+    first_token_timeout: float = 60.0
+    idle_timeout: float = 30.0
+    total_timeout: float = 300.0
+
+    @property
+    def root_url(self) -> str:
+        """The server root, where vLLM's /health lives (base_url minus /v1)."""
+        url = self.base_url.rstrip("/")
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+    def headers(self) -> dict[str, str]:
+        if not self.api_key_env:
+            return {}
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise EngineError(
+                "engine_auth",
+                f"The API key for endpoint {self.name!r} is missing: "
+                f"set the environment variable {self.api_key_env}.",
+            )
+        return {"Authorization": f"Bearer {key}"}
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    id: str
+    parent: str | None = None  # vLLM: the base model of a LoRA adapter
+    root: str | None = None
+
+
+@cache
+def _ssl_context() -> ssl.SSLContext:
+    # Building a context reads the CA bundle (tens of ms): once per process.
+    return httpx.create_ssl_context()
+
+
+def _timeout(config: EndpointConfig) -> httpx.Timeout:
+    # Reads are bounded by this module's own first-token/idle/total deadlines.
+    return httpx.Timeout(
+        connect=config.connect_timeout,
+        read=None,
+        write=max(config.connect_timeout, 10.0),
+        pool=config.connect_timeout,
+    )
+
+
+def async_client(
+    config: EndpointConfig, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=config.base_url,
+        headers=config.headers(),
+        timeout=_timeout(config),
+        verify=_ssl_context(),
+        transport=transport,
+    )
+
+
+def sync_client(config: EndpointConfig, *, timeout: float | None = None) -> httpx.Client:
+    return httpx.Client(
+        base_url=config.base_url,
+        headers=config.headers(),
+        timeout=httpx.Timeout(timeout or max(config.connect_timeout, 10.0)),
+        verify=_ssl_context(),
+    )
+
+
+# --- error bodies -----------------------------------------------------------
+
+
+def error_detail(body: object) -> tuple[str, str]:
+    """(message, type) from either error shape, or from whatever a server sent."""
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict):
+            return str(inner.get("message") or inner), str(inner.get("type") or "")
+        if isinstance(inner, str):
+            return inner, ""
+        if body.get("object") == "error" or "message" in body:
+            return str(body.get("message") or ""), str(body.get("type") or "")
+        if "detail" in body:  # FastAPI-style servers
+            return str(body["detail"]), ""
+    return str(body), ""
+
+
+def is_error_chunk(chunk: dict[str, Any]) -> bool:
+    return "error" in chunk or chunk.get("object") == "error"
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def http_error(status: int, content: bytes, *, model: str) -> EngineError:
+    """The EngineError for an HTTP error answer to a generation request."""
+    try:
+        body: object = json.loads(content)
+    except ValueError:
+        body = content.decode(errors="replace")
+    message, _ = error_detail(body)
+    message = _short(message) or f"HTTP {status}"
+    if status == 404:
+        return EngineError(
+            "model_not_found", f"The model server does not serve {model!r}: {message}"
+        )
+    if status in (401, 403):
+        return EngineError("engine_auth", f"The model server refused the credentials: {message}")
+    if status in (429, 503):
+        return EngineError("engine_busy", f"The model server is busy; try again soon: {message}")
+    if 400 <= status < 500:
+        return EngineError("engine_rejected", f"The model server refused the request: {message}")
+    return EngineError("engine_failed", f"The model server failed (HTTP {status}): {message}")
+
+
+# --- /models ------------------------------------------------------------------
+
+
+def served_models_parse(body: object) -> list[ServedModel]:
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        raise EngineError("engine_failed", "The server's /models answer is not a model list.")
+    models = []
+    for item in body["data"]:
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            models.append(
+                ServedModel(id=item["id"], parent=item.get("parent"), root=item.get("root"))
+            )
+    return models
+
+
+class _ModelCache:
+    """Which models each endpoint serves, per process, refreshed lazily."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, frozenset[str] | None]] = {}
+
+    def get(self, url: str) -> tuple[float, frozenset[str] | None] | None:
+        with self._lock:
+            return self._entries.get(url)
+
+    def put(self, url: str, ids: frozenset[str] | None) -> None:
+        with self._lock:
+            self._entries[url] = (time.monotonic(), ids)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+model_cache = _ModelCache()
+
+
+# --- the engine ---------------------------------------------------------------
+
+
+class OpenAIEngine:
+    """Streams chat completions from one OpenAI-compatible endpoint.
+
+    Cheap to make (it holds no connections): the runner makes one per answer,
+    so an endpoint edited in the admin takes effect on the next answer.
+    """
+
+    def __init__(
+        self, config: EndpointConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.config = config
+        self._transport = transport
+
+    def _body(self, request: GenerationRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+        }
+        if request.seed is not None:
+            body["seed"] = request.seed
+        # vLLM, SGLang and llama.cpp take these beyond the OpenAI schema.
+        if "top_k" in request.extra:
+            body["top_k"] = int(request.extra["top_k"])
+        if "repetition_penalty" in request.extra:
+            body["repetition_penalty"] = float(request.extra["repetition_penalty"])
+        return body
+
+    async def _model_check(self, client: httpx.AsyncClient, model: str) -> None:
+        """Refuse a model the server does not list: some servers (llama.cpp's
+        Python server) answer any name with their default model. A listing is
+        trusted for a minute; a name missing from it is looked up again (an
+        adapter may just have been loaded)."""
+        url = self.config.base_url
+        cached = model_cache.get(url)
+        if cached is not None and time.monotonic() - cached[0] < MODELS_TTL_SECONDS:
+            ids = cached[1]
+            if ids is None or model in ids:
+                return  # listed, or this server has no usable /models
+        try:
+            response = await client.get("models", timeout=self.config.connect_timeout + 5)
+            if response.status_code >= 400:
+                model_cache.put(url, None)
+                return
+            ids = frozenset(m.id for m in served_models_parse(response.json()))
+        except (httpx.TimeoutException, ValueError, EngineError):
+            model_cache.put(url, None)
+            return
+        model_cache.put(url, ids)
+        if model not in ids:
+            raise self._not_served(model, ids)
+
+    def _not_served(self, model: str, ids: frozenset[str]) -> EngineError:
+        listed = ", ".join(sorted(ids)[:10]) or "nothing"
+        return EngineError(
+            "model_not_found",
+            f"The model server {self.config.name!r} does not serve {model!r} (it serves {listed}).",
+        )
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        total_at = started + config.total_timeout
+        first_at = started + config.first_token_timeout
+        try:
+            async with async_client(config, self._transport) as client:
+                await self._model_check(client, request.model)
+                async with asyncio.timeout_at(min(first_at, total_at)):
+                    response = await client.send(
+                        client.build_request("POST", "chat/completions", json=self._body(request)),
+                        stream=True,
+                    )
+                try:
+                    if response.status_code >= 400:
+                        raise http_error(
+                            response.status_code, await response.aread(), model=request.model
+                        )
+                    async for event in self._events(response, started, first_at, total_at):
+                        yield event
+                finally:
+                    # Closing mid-stream drops the connection: vLLM aborts the request.
+                    await response.aclose()
+        except TimeoutError:
+            raise EngineError(
+                "timeout",
+                f"The model server sent nothing for {config.first_token_timeout:g} s.",
+            ) from None
+        except httpx.ConnectTimeout:
+            raise EngineError(
+                "engine_unreachable",
+                f"The model server {config.name!r} did not accept a connection.",
+            ) from None
+        except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
+            raise EngineError(
+                "engine_unreachable",
+                f"The model server {config.name!r} could not be reached: {_short(str(exc))}",
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise EngineError(
+                "engine_failed",
+                f"The model server closed the connection mid-answer: {_short(str(exc))}",
+            ) from None
+        except httpx.HTTPError as exc:
+            raise EngineError(
+                "engine_failed", f"The model server failed: {_short(str(exc))}"
+            ) from None
+
+    async def _events(
+        self, response: httpx.Response, started: float, first_at: float, total_at: float
+    ) -> AsyncIterator[StreamEvent]:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        sse = EventSource(response).aiter_sse()
+        got_text = False
+        finish_reason: str | None = None
+        prompt_tokens: int | None = None
+        completion_tokens: int | None = None
+        chunks = 0
+        done = False
+        try:
+            while True:
+                deadline = min(
+                    total_at, loop.time() + config.idle_timeout if got_text else first_at
+                )
+                try:
+                    # The deadline cancels the read itself; the stream is not
+                    # read again afterwards, so cancelling it mid-read is safe.
+                    async with asyncio.timeout_at(deadline):
+                        message = await anext(sse)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise self._timeout_error(loop.time(), started, total_at, got_text) from None
+                except SSEError as exc:
+                    raise EngineError(
+                        "engine_failed", f"The model server did not stream: {exc}"
+                    ) from None
+                data = message.data.strip()
+                if not data:
+                    continue
+                if data == "[DONE]":
+                    done = True
+                    break
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise EngineError(
+                        "engine_failed",
+                        f"The model server sent an unreadable chunk: {_short(data)}",
+                    ) from None
+                if not isinstance(chunk, dict):
+                    continue
+                if is_error_chunk(chunk):
+                    reason, kind = error_detail(chunk)
+                    raise EngineError(
+                        "engine_failed",
+                        f"The model server failed mid-answer: {_short(reason) or kind or 'error'}",
+                    )
+                usage = chunk.get("usage")
+                if isinstance(usage, dict):
+                    prompt_tokens = _int_or_none(usage.get("prompt_tokens"))
+                    completion_tokens = _int_or_none(usage.get("completion_tokens"))
+                for choice in chunk.get("choices") or []:
+                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                        continue
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if text:
+                        got_text = True
+                        chunks += 1
+                        yield TextDelta(text, 1)
+                    if choice.get("finish_reason"):
+                        finish_reason = str(choice["finish_reason"])[:20]
+        finally:
+            await sse.aclose()
+        if finish_reason is None:
+            # Cut off: the connection closed early, or the server ended the
+            # stream without finishing (llama.cpp's Python server sends [DONE]
+            # when another request interrupts this one). Not a finished answer.
+            why = "interrupted" if done else "closed early"
+            raise EngineError(
+                "engine_failed",
+                f"The model server ended the stream before the answer was finished ({why}).",
+            )
+        yield StreamEnd(
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens if completion_tokens is not None else chunks,
+        )
+
+    def _timeout_error(
+        self, now: float, started: float, total_at: float, got_text: bool
+    ) -> EngineError:
+        config = self.config
+        if now >= total_at:
+            return EngineError(
+                "timeout", f"The answer took longer than {config.total_timeout:g} s in all."
+            )
+        if not got_text:
+            return EngineError(
+                "timeout",
+                f"The model server sent no token within {config.first_token_timeout:g} s.",
+            )
+        return EngineError(
+            "timeout", f"The model server went silent for {config.idle_timeout:g} s mid-answer."
+        )
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# --- management calls (sync: the admin, commands and the health task) ---------
+
+
+def models_list(config: EndpointConfig) -> list[ServedModel]:
+    """GET /models; raises EngineError on any failure."""
+    with _translated(config), sync_client(config) as client:
+        response = client.get("models")
+        if response.status_code >= 400:
+            raise http_error(response.status_code, response.content, model="(model list)")
+        try:
+            return served_models_parse(response.json())
+        except ValueError:
+            raise EngineError("engine_failed", "The server's /models answer is not JSON.") from None
+
+
+def health_probe(config: EndpointConfig) -> bool | None:
+    """GET {root}/health: True when healthy, None when the server has no
+    /health (a tiny generation must tell), EngineError when unhealthy."""
+    with _translated(config), sync_client(config) as client:
+        response = client.get(config.root_url + "/health")
+        if response.status_code in (404, 405):
+            return None
+        if response.status_code >= 400:
+            raise http_error(response.status_code, response.content, model="(health)")
+        return True
+
+
+def lora_load(config: EndpointConfig, *, name: str, path: str) -> str:
+    """POST /load_lora_adapter (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING).
+
+    Returns the server's message; raises EngineError with code
+    `lora_unsupported` when the server has no such route, else with the
+    server's reason (a bad adapter, a rank above --max-lora-rank, ...).
+    """
+    with _translated(config), sync_client(config, timeout=120.0) as client:
+        response = client.post("load_lora_adapter", json={"lora_name": name, "lora_path": path})
+        return _lora_answer(response, action="load")
+
+
+def lora_unload(config: EndpointConfig, *, name: str) -> str:
+    with _translated(config), sync_client(config) as client:
+        response = client.post("unload_lora_adapter", json={"lora_name": name})
+        return _lora_answer(response, action="unload")
+
+
+def _lora_answer(response: httpx.Response, *, action: str) -> str:
+    if response.status_code in (404, 405) and not _has_error_body(response):
+        raise EngineError(
+            "lora_unsupported",
+            f"The server cannot {action} adapters at run time: start vLLM with "
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or list the adapter with --lora-modules.",
+        )
+    if response.status_code >= 400:
+        try:
+            body: object = response.json()
+        except ValueError:
+            body = response.text
+        message, _ = error_detail(body)
+        raise EngineError("lora_rejected", _short(message) or f"HTTP {response.status_code}")
+    return _short(response.text)
+
+
+def _has_error_body(response: httpx.Response) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    # FastAPI's own 404 for an unknown route is {"detail": "Not Found"}.
+    return isinstance(body, dict) and is_error_chunk(body)
+
+
+@contextlib.contextmanager
+def _translated(config: EndpointConfig) -> Iterator[None]:
+    """Turns httpx failures of a management call into EngineErrors."""
+    name = config.name
+    try:
+        yield
+    except httpx.TimeoutException:
+        raise EngineError("timeout", f"The model server {name!r} did not answer in time.") from None
+    except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
+        raise EngineError(
+            "engine_unreachable", f"The model server {name!r} could not be reached: {exc}"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise EngineError("engine_failed", f"The model server {name!r} failed: {exc}") from None

@@ -1,0 +1,79 @@
+"""Selectors: reads of contenders and endpoints."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from django.db.models import Count, Q, QuerySet
+
+from inference.engines.openai import EndpointConfig
+from inference.models import Contender, Endpoint, Engine, Health
+
+
+def contenders_battling() -> QuerySet[Contender]:
+    """Contenders that may be drawn into a battle now: enabled, on a real
+    engine, not known to be unhealthy, and (for a server) on an enabled endpoint."""
+    return (
+        Contender.objects.filter(enabled=True)
+        .exclude(engine=Engine.NONE)
+        .exclude(health=Health.DOWN)
+        .filter(Q(endpoint__isnull=True) | Q(endpoint__enabled=True))
+        .select_related("endpoint")
+    )
+
+
+def endpoint_config(endpoint: Endpoint) -> EndpointConfig:
+    """What the engine needs from an endpoint row (the key stays in its variable)."""
+    return EndpointConfig(
+        name=endpoint.name,
+        base_url=endpoint.base_url,
+        api_key_env=endpoint.api_key_env,
+        connect_timeout=endpoint.connect_timeout,
+        first_token_timeout=endpoint.first_token_timeout,
+        idle_timeout=endpoint.idle_timeout,
+        total_timeout=endpoint.total_timeout,
+    )
+
+
+def engine_kinds(answer_ids: list[int]) -> dict[int, str]:
+    """The engine of each answer's contender: which queue runs it."""
+    from arena.models import Answer
+
+    return dict(Answer.objects.filter(id__in=answer_ids).values_list("id", "contender__engine"))
+
+
+_records_lock = threading.Lock()
+_records_cache: dict[str, tuple[float, dict[tuple[int, int], tuple[int, float]]]] = {}
+
+
+def pair_vote_records(*, max_age: float = 60.0) -> dict[tuple[int, int], tuple[int, float]]:
+    """Votes per contender pair, for active sampling: (lower id, higher id) ->
+    (votes, the lower id's score: a win 1, a tie or both-bad 0.5). One GROUP BY
+    over the votes the ratings count, kept for `max_age` seconds per process."""
+    from arena.models import Vote
+
+    with _records_lock:
+        cached = _records_cache.get("records")
+        if cached is not None and time.monotonic() - cached[0] < max_age:
+            return cached[1]
+    rows = (
+        Vote.objects.filter(over_cap=False, identity_leak=False)
+        .values_list("contender_a_id", "contender_b_id", "choice")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    records: dict[tuple[int, int], tuple[int, float]] = {}
+    for a, b, choice, n in rows:
+        score_a = {"a": 1.0, "b": 0.0}.get(choice, 0.5) * n
+        key, score_low = ((a, b), score_a) if a < b else ((b, a), n - score_a)
+        votes, score = records.get(key, (0, 0.0))
+        records[key] = (votes + n, score + score_low)
+    with _records_lock:
+        _records_cache["records"] = (time.monotonic(), records)
+    return records
+
+
+def pair_vote_records_forget() -> None:
+    with _records_lock:
+        _records_cache.clear()
