@@ -157,6 +157,16 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
 
     # --- group plumbing ---------------------------------------------------
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections before every handler, on
+        # the server's one thread for synchronous work; a relayed event touches
+        # no database, and under load that hop serialised every gen.delta of
+        # every socket (bench/load.py). Relay events straight to the socket.
+        if message.get("type") == "battle.event":
+            await self.send_json(message["event"])
+            return
+        await super().dispatch(message)
+
     async def battle_event(self, message: dict[str, Any]) -> None:
         """A server event published to this battle's group (by a worker or a peer)."""
         await self.send_json(message["event"])

@@ -122,11 +122,22 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- channel layer, tasks -------------------------------------------------
 
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
-if REDIS_URL:
+# "pubsub": Redis pub/sub, delivered as it is published (bench/load.py: the
+# list-based layer queues every message of a web process on one list, read
+# serially, and drops them silently once `capacity` is reached under load).
+ARENA_CHANNEL_LAYER = env_choice("ARENA_CHANNEL_LAYER", "pubsub", ("pubsub", "list"))
+if REDIS_URL and ARENA_CHANNEL_LAYER == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 10_000, "expiry": 60},
         }
     }
 else:

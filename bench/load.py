@@ -12,9 +12,12 @@ tokens/s), daphne, and `--workers` Celery workers on the HTTP-engine queue,
 their threads pools sized to 2 x N streams in all. It registers an endpoint
 on the token server and two contenders, then plays N battles at once, as
 many browsers would: GET / for the session cookie, a websocket, battle.start
-(anonymous: the pair is drawn by the product), then, once every battle is
-open, message.send, read the deltas until both answers are done, vote, wait
-for vote.recorded. Rate limits are off in the servers (ARENA_RATE_LIMITS="").
+(anonymous: the pair is drawn by the product), `--opening` visitors at a
+time; then, once every battle is open, all N send message.send together,
+read the deltas until both answers are done (a gap in the deltas asks for
+battle.resume, as the page does), vote, and wait for vote.recorded. Rate
+limits are off in the servers (ARENA_RATE_LIMITS=""). One unmeasured battle
+warms the fresh processes first.
 
 Reports: battles and votes completed; votes lost (acknowledged with
 vote.recorded but not in the database with that choice, plus votes sent and
@@ -89,6 +92,7 @@ class LoadConfig:
     setup_seconds: float = 120.0  # to open all battles
     slack_seconds: float = 60.0  # beyond the answers' own duration
     idle_seconds: float = 15.0  # end the run once no client has heard anything for this long
+    opening: int = 20  # visitors opening the page (GET /, websocket, battle.start) at once
     progress: bool = True
     warmup: bool = True  # one unmeasured battle before each run
 
@@ -278,7 +282,9 @@ class Stack:
         server.set(LOCK_KEY, os.getpid(), ex=LOCK_SECONDS)
         py = sys.executable
         env = self._env()
-        subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300
+        )
         rate, count = f"{config.rate:g}", str(config.tokens)
         tokens = self._spawn(
             "tokenserver", [py, "bench/tokenserver.py", "--rate", rate, "--tokens", count]
@@ -314,7 +320,7 @@ print("healthy" if report.healthy and all(ok for ok, _ in report.contenders.valu
 """
         done = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", script],
-            cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+            cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         if done.stdout.strip().splitlines()[-1:] != ["healthy"]:
             raise RuntimeError(f"the token server failed the health check: {done.stdout}")
@@ -498,8 +504,11 @@ class Battle:
 class Tally:
     """Live counters for the progress line."""
 
-    def __init__(self, battles: int) -> None:
+    def __init__(self, battles: int, opening: int = 1) -> None:
         self.battles = battles
+        # Visitors open the page a few at a time: N page loads in the same
+        # instant would measure the connection limit, not the streaming.
+        self.opening = asyncio.Semaphore(opening)
         self.ready = 0
         self.answers_done = 0
         self.votes_acked = 0
@@ -525,8 +534,8 @@ async def _next(ws: Any, tally: Tally) -> dict[str, Any]:
     return event
 
 
-async def battle_play(url: str, battle: Battle, tally: Tally) -> None:
-    """One visitor's whole battle; records how far it got in `battle`."""
+async def _battle_open(url: str, battle: Battle, tally: Tally) -> Any:
+    """GET / for the session cookie, the websocket, battle.start: the open socket."""
     from websockets.asyncio.client import connect
 
     async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60) as http:
@@ -536,11 +545,12 @@ async def battle_play(url: str, battle: Battle, tally: Tally) -> None:
     if not session:
         raise RuntimeError("GET / set no sessionid cookie")
     battle.stage = "connecting"
-    async with connect(
+    ws = await connect(
         "ws://" + url.removeprefix("http://") + "/ws/battle/",
         additional_headers={"Cookie": f"sessionid={session}", "Origin": url},
         proxy=None, open_timeout=60, ping_interval=None, max_size=2**22,
-    ) as ws:  # fmt: skip
+    )  # fmt: skip
+    try:
         battle.stage = "starting"
         await ws.send(json.dumps({"type": "battle.start", "mode": "anonymous"}))
         while not battle.id:
@@ -549,6 +559,17 @@ async def battle_play(url: str, battle: Battle, tally: Tally) -> None:
                 raise RuntimeError(f"battle.start refused: {event.get('code')}")
             if event["type"] == "battle.state":
                 battle.id = event["battle"]["id"]
+    except BaseException:
+        await ws.close()
+        raise
+    return ws
+
+
+async def battle_play(url: str, battle: Battle, tally: Tally) -> None:
+    """One visitor's whole battle; records how far it got in `battle`."""
+    async with tally.opening:
+        ws = await _battle_open(url, battle, tally)
+    async with ws:
         battle.stage = "waiting"
         tally.opened()
         await tally.go.wait()
@@ -706,7 +727,7 @@ class Report:
 
 async def _play(stack: Stack, n: int) -> Report:
     config = stack.config
-    tally = Tally(n)
+    tally = Tally(n, config.opening)
     battles = [Battle(i) for i in range(n)]
     monitor = stack.monitor()
     if config.warmup:
@@ -732,8 +753,11 @@ async def _play(stack: Stack, n: int) -> Report:
     played = time.monotonic()
     if await _settle(tasks, tally, played + stream_seconds, config):
         wall, cpu = time.monotonic() - played, monitor.cpu_percent()
-    else:  # the figures up to the last frame, not the idle wait after it
-        wall, cpu = tally.heard - played, tally.busy_cpu or monitor.cpu_percent()
+    elif tally.heard > played and tally.busy_cpu:
+        # The figures up to the last frame heard, not the idle wait after it.
+        wall, cpu = tally.heard - played, tally.busy_cpu
+    else:
+        wall, cpu = time.monotonic() - played, monitor.cpu_percent()
     progress.cancel()
     for task in tasks:
         task.cancel()
@@ -786,18 +810,25 @@ async def _bounded(url: str, battle: Battle, tally: Tally, config: LoadConfig) -
 async def _watch(stack: Stack, tally: Tally, monitor: Monitor, n: int, started: float) -> None:
     """Samples memory and daphne's inbox; prints a progress line now and then."""
     printed = heard = time.monotonic()
+    failed = False
     while True:
         await asyncio.sleep(0.5)
-        monitor.sample()
-        if monitor.cpu0 and tally.heard > heard:
-            heard, tally.busy_cpu = tally.heard, monitor.cpu_percent()
-        inbox = await asyncio.to_thread(stack.inbox)
-        tally.peak_inbox = max(tally.peak_inbox, inbox)
-        tally.peak_db = max(tally.peak_db, await asyncio.to_thread(stack.db_connections))
-        if not stack.config.progress or time.monotonic() - printed < PROGRESS_SECONDS:
+        try:
+            monitor.sample()
+            if monitor.cpu0 and tally.heard > max(heard, monitor.t0):
+                heard, tally.busy_cpu = tally.heard, monitor.cpu_percent()
+            inbox = await asyncio.to_thread(stack.inbox)
+            tally.peak_inbox = max(tally.peak_inbox, inbox)
+            tally.peak_db = max(tally.peak_db, await asyncio.to_thread(stack.db_connections))
+            if not stack.config.progress or time.monotonic() - printed < PROGRESS_SECONDS:
+                continue
+            printed = time.monotonic()
+            stats = await asyncio.to_thread(stack.token_stats)
+        except Exception as exc:  # a sample missed is no reason to stop the run
+            if not failed:
+                log(f"  (sampling failed, going on: {type(exc).__name__}: {str(exc)[:100]})")
+            failed = True
             continue
-        printed = time.monotonic()
-        stats = await asyncio.to_thread(stack.token_stats)
         cpu = monitor.cpu_percent() if monitor.cpu0 else {}
         load = " ".join(f"{k} {v:.0f}%" for k, v in cpu.items())
         log(
@@ -937,6 +968,9 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-going", action="store_true", help="sweep: run every size, even past a break"
     )
     parser.add_argument("--redis-db", type=int, default=11, help="flushed; never 0")
+    parser.add_argument(
+        "--opening", type=int, default=20, help="visitors opening the page at the same moment"
+    )
     parser.add_argument("--no-warmup", action="store_true", help="measure cold processes too")
     args = parser.parse_args(argv)
     if args.battles < 1 or args.workers < 1 or args.tokens < 1 or args.rate <= 0:
@@ -949,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
         pg_server=pg_server_url(os.environ.get("DATABASE_URL")),
         redis_url=redis_bench_url(os.environ.get("REDIS_URL"), args.redis_db),
         warmup=not args.no_warmup,
+        opening=args.opening,
     )
     sizes = sorted({int(s) for s in args.sizes.split(",")}) if args.sweep else [args.battles]
     _stop_on_sigterm()
@@ -979,9 +1014,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"no target broke up to N = {sizes[-1]}")
         else:
             why = "; ".join(dict(rows)[breaking].broken())
+            below = [n for n in held if n < breaking]
             log(
                 f"breaking point: N = {breaking} ({why}); "
-                f"held up to N = {max((n for n in held if n < breaking), default=0)}"
+                + (f"held up to N = {max(below)}" if below else "no smaller N was tried")
             )
     return 1 if not args.sweep and rows[-1][1].votes_lost else 0
 
