@@ -30,7 +30,7 @@ from ratings.preference import BUILDERS, BattleData, Options
 
 CHUNK = 5000
 T = TypeVar("T")
-ROW_GROUP = 10_000
+ROW_GROUP = 4_000  # rows buffered per Parquet row group: bounds the memory
 _MSGS = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 _STR = pa.string()
 SCHEMAS = {
