@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from django.db.models import Count, QuerySet
@@ -49,6 +50,22 @@ class Aggregated:
     table: PairTable
 
 
+Indexed = tuple[list[int], list[str], np.ndarray, np.ndarray, np.ndarray]
+
+
+def _indexed(rows: list[Any]) -> Indexed:
+    """Rows starting (contender a id, contender b id, choice) -> the contenders'
+    ids and names in index order, and per-row index and outcome arrays."""
+    ids = sorted({r[0] for r in rows} | {r[1] for r in rows})
+    index = {cid: i for i, cid in enumerate(ids)}
+    by_id = dict(Contender.objects.filter(id__in=ids).values_list("id", "name"))
+    n = len(rows)
+    a = np.fromiter((index[r[0]] for r in rows), dtype=np.int64, count=n)
+    b = np.fromiter((index[r[1]] for r in rows), dtype=np.int64, count=n)
+    outcome = np.fromiter((OUTCOME[r[2]] for r in rows), dtype=np.int64, count=n)
+    return ids, [by_id[i] for i in ids], a, b, outcome
+
+
 def pair_counts_get(vote_filter: VoteFilter) -> Aggregated:
     """Outcome counts per (contender a, contender b, choice): one GROUP BY, so
     Python handles pairs, never individual votes."""
@@ -58,14 +75,9 @@ def pair_counts_get(vote_filter: VoteFilter) -> Aggregated:
         .values_list("contender_a_id", "contender_b_id", "choice")
         .annotate(n=Count("id"))
     )
-    ids = sorted({r[0] for r in rows} | {r[1] for r in rows})
-    index = {cid: i for i, cid in enumerate(ids)}
-    names = dict(Contender.objects.filter(id__in=ids).values_list("id", "name"))
-    a = np.fromiter((index[r[0]] for r in rows), dtype=np.int64, count=len(rows))
-    b = np.fromiter((index[r[1]] for r in rows), dtype=np.int64, count=len(rows))
-    outcome = np.fromiter((OUTCOME[r[2]] for r in rows), dtype=np.int8, count=len(rows))
+    ids, names, a, b, outcome = _indexed(rows)
     count = np.fromiter((r[3] for r in rows), dtype=np.float64, count=len(rows))
-    return Aggregated([names[i] for i in ids], ids, PairTable(a, b, outcome, count, len(ids)))
+    return Aggregated(names, ids, PairTable(a, b, outcome, count, len(ids)))
 
 
 @dataclass(frozen=True)
@@ -95,15 +107,13 @@ def style_rows_get(vote_filter: VoteFilter) -> StyleRows:
         "style__bold_b",
     )
     rows = list(vote_filter.queryset().filter(style__isnull=False).order_by().values_list(*fields))
-    ids = sorted({r[0] for r in rows} | {r[1] for r in rows})
-    index = {cid: i for i, cid in enumerate(ids)}
-    names = dict(Contender.objects.filter(id__in=ids).values_list("id", "name"))
+    _, names, a, b, outcome = _indexed(rows)
     data = np.array([r[3:] for r in rows], dtype=np.float64).reshape(len(rows), 8)
     return StyleRows(
-        names=[names[i] for i in ids],
-        a=np.array([index[r[0]] for r in rows], dtype=np.int64),
-        b=np.array([index[r[1]] for r in rows], dtype=np.int64),
-        outcome=np.array([OUTCOME[r[2]] for r in rows], dtype=np.int64),
+        names=names,
+        a=a,
+        b=b,
+        outcome=outcome,
         counts_a=data[:, :4],
         counts_b=data[:, 4:],
     )
@@ -142,13 +152,11 @@ def vote_sequence_get(vote_filter: VoteFilter) -> VoteSequence:
         .order_by("created_at", "id")
         .values_list("contender_a_id", "contender_b_id", "choice", "created_at")
     )
-    ids = sorted({r[0] for r in rows} | {r[1] for r in rows})
-    index = {cid: i for i, cid in enumerate(ids)}
-    names = dict(Contender.objects.filter(id__in=ids).values_list("id", "name"))
+    _, names, a, b, outcome = _indexed(rows)
     return VoteSequence(
-        names=[names[i] for i in ids],
-        a=np.fromiter((index[r[0]] for r in rows), dtype=np.int64, count=len(rows)),
-        b=np.fromiter((index[r[1]] for r in rows), dtype=np.int64, count=len(rows)),
-        outcome=np.fromiter((OUTCOME[r[2]] for r in rows), dtype=np.int64, count=len(rows)),
+        names=names,
+        a=a,
+        b=b,
+        outcome=outcome,
         created_at=[r[3] for r in rows],
     )
