@@ -87,6 +87,9 @@ class Answer(models.Model):
     # this turn's user message): what a preference export rebuilds from.
     messages = models.JSONField()
     params = models.JSONField(default=dict)
+    # RAG contenders: the passages placed in the prompt, [{document, section,
+    # text, score, chunk}], revealed to the voter with the names.
+    passages = models.JSONField(default=list, blank=True)
     text = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     finish_reason = models.CharField(max_length=20, blank=True)

@@ -150,6 +150,37 @@ class Contender(models.Model):
     context_window = models.PositiveIntegerField(
         default=8192, validators=[MinValueValidator(256)], help_text="In tokens."
     )
+    knowledge_base = models.ForeignKey(
+        "KnowledgeBase",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="contenders",
+        help_text="RAG: answer from this knowledge base (passages are retrieved for every turn "
+        "and placed in the prompt by the template below).",
+    )
+    rag_template = models.TextField(
+        blank=True,
+        help_text="RAG: the system message that carries the passages; {passages} is replaced "
+        "by the numbered passages. Empty: the built-in template.",
+    )
+    rag_k = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+        verbose_name="RAG k",
+        help_text="RAG: passages per turn. Empty: the knowledge base's default.",
+    )
+    rag_judge = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="RAG judge",
+        help_text="RAG: a contender that also grades every answer's context relevance, "
+        "groundedness and answer relevance (an LLM judge). Empty: embedding scores only.",
+    )
     enabled = models.BooleanField(default=True)
     weight = models.FloatField(
         default=1.0, validators=[MinValueValidator(0.0)], help_text="Relative sampling weight."
@@ -188,6 +219,12 @@ class Contender(models.Model):
                 errors["adapter_name"] = "Give the name the server serves the adapter under."
         elif self.adapter_path or self.adapter_name:
             errors["kind"] = "An adapter path or name is set: choose 'LoRA adapter'."
+        if self.knowledge_base_id is None and (self.rag_template or self.rag_k or self.rag_judge_id):
+            errors["knowledge_base"] = "RAG settings are set: choose a knowledge base."
+        if self.rag_template and "{passages}" not in self.rag_template:
+            errors["rag_template"] = "The template must contain {passages}."
+        if self.rag_judge_id is not None and self.rag_judge_id == self.pk:
+            errors["rag_judge"] = "A contender cannot judge itself."
         if errors:
             raise ValidationError(errors)
 
@@ -204,3 +241,134 @@ class Contender(models.Model):
     def served_name(self) -> str:
         """The model name a request to the endpoint carries."""
         return self.adapter_name if self.kind == self.Kind.LORA else self.model
+
+    @property
+    def is_rag(self) -> bool:
+        return self.knowledge_base_id is not None
+
+
+class KnowledgeBase(models.Model):
+    """Documents split into embedded chunks that RAG contenders answer from."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    chunk_size = models.PositiveIntegerField(
+        default=800,
+        validators=[MinValueValidator(100), MaxValueValidator(8000)],
+        help_text="Largest chunk, in characters. Structure (headings, paragraphs) comes first.",
+    )
+    chunk_overlap = models.PositiveIntegerField(
+        default=120,
+        validators=[MaxValueValidator(2000)],
+        help_text="Characters repeated between consecutive chunks of one long section.",
+    )
+    top_k = models.PositiveSmallIntegerField(
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+        help_text="Passages retrieved per question.",
+    )
+    score_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(-1.0), MaxValueValidator(1.0)],
+        help_text="Leave out passages whose cosine similarity to the question is below this. "
+        "Empty: no threshold.",
+    )
+    embedding_model = models.CharField(
+        max_length=200,
+        default="all-MiniLM-L6-v2",
+        help_text="The sentence-transformers model the chunks are embedded with.",
+    )
+    dimensions = models.PositiveIntegerField(default=384, editable=False)
+    # Bumped whenever its chunks change: retrieval caches are keyed on it.
+    revision = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(chunk_overlap__lt=models.F("chunk_size")),
+                name="kb_overlap_below_size",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.chunk_overlap is not None and self.chunk_size is not None:
+            if self.chunk_overlap >= self.chunk_size:
+                raise ValidationError({"chunk_overlap": "The overlap must be below the chunk size."})
+
+
+class Document(models.Model):
+    """One ingested file. Re-ingesting a changed file replaces its chunks;
+    an unchanged one (same content hash) is skipped."""
+
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="documents"
+    )
+    # Where it came from: a path relative to the ingested folder, or the upload's name.
+    source = models.CharField(max_length=500)
+    title = models.CharField(max_length=500, blank=True)
+    kind = models.CharField(max_length=20)  # text, markdown, html, pdf
+    content_hash = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField(default=0)
+    chunk_count = models.PositiveIntegerField(default=0)
+    ingested_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["knowledge_base", "source"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["knowledge_base", "source"], name="document_unique_source"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.source
+
+
+class Chunk(models.Model):
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="chunks"
+    )
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    section = models.CharField(max_length=500, blank=True)
+    text = models.TextField()
+    # float32, little-endian, L2-normalised; KnowledgeBase.dimensions values.
+    embedding = models.BinaryField()
+
+    class Meta:
+        ordering = ["document", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "index"], name="chunk_unique_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document} #{self.index}"
+
+
+class RagScore(models.Model):
+    """The RAG triad for one answer of a RAG contender: embedding scores in
+    [0, 1], and, when the contender names a judge, the judge's grades in [0, 1]."""
+
+    answer = models.OneToOneField("arena.Answer", on_delete=models.CASCADE, related_name="rag")
+    contender = models.ForeignKey(Contender, on_delete=models.CASCADE, related_name="rag_scores")
+    context_relevance = models.FloatField()
+    groundedness = models.FloatField()
+    answer_relevance = models.FloatField()
+    judge = models.ForeignKey(
+        Contender, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    judge_context_relevance = models.FloatField(null=True, blank=True)
+    judge_groundedness = models.FloatField(null=True, blank=True)
+    judge_answer_relevance = models.FloatField(null=True, blank=True)
+    judge_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"RAG scores of {self.answer_id}"
