@@ -87,9 +87,10 @@ class Answer(models.Model):
     # this turn's user message): what a preference export rebuilds from.
     messages = models.JSONField()
     params = models.JSONField(default=dict)
-    # RAG contenders: the passages placed in the prompt, [{document, section,
-    # text, score, chunk}], revealed to the voter with the names.
-    passages = models.JSONField(default=list, blank=True)
+    # RAG contenders: the passages placed in the prompt, [{chunk, document,
+    # source, section, text, score, similarity}], revealed to the voter with the
+    # names. None: not retrieved (yet); the worker retrieves when it claims.
+    passages = models.JSONField(null=True, blank=True, default=None)
     text = models.TextField(blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     finish_reason = models.CharField(max_length=20, blank=True)
