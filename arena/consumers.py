@@ -6,17 +6,22 @@ import logging
 import uuid
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from arena import services
 from arena.events import (
+    ERROR_CODES,
     ArenaError,
     BattleResume,
     BattleStart,
     ClientEvent,
+    ErrorEvent,
     MessageSend,
     Regenerate,
     ServerEvent,
@@ -26,14 +31,30 @@ from arena.events import (
     client_event_parse,
     error_event,
 )
-from arena.models import Battle
+from arena.models import Answer, Battle
 from arena.moderation import prompt_moderate
 from arena.ratelimit import client_ip, rate_check
 from arena.reaper import reaper_ensure
-from arena.selectors import battle_models, battle_state
+from arena.selectors import battle_state, vote_reveal
 from inference.dispatch import generation_cancel, generation_start
 
 log = logging.getLogger(__name__)
+# Redis (channel layer, broker, limits, cancel flags) or the database is down
+# for a moment: the visitor is told to retry; the socket stays open.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+    OperationalError,
+    InterfaceError,
+    OSError,
+)
+LAYER_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+)
+UNAVAILABLE_RETRY_SECONDS = 5
 RATE_ACTIONS: dict[type, str] = {
     BattleStart: "battle",
     MessageSend: "message",
@@ -69,7 +90,10 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        await self._unwatch()
+        try:
+            await self._unwatch()
+        except LAYER_ERRORS:
+            log.warning("could not leave the battle group (channel layer down)")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -79,6 +103,9 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
             await self.handle(event)
         except ArenaError as err:
             await self.send_json(error_event(err))
+        except UNAVAILABLE as exc:
+            log.warning("websocket event failed, a service is unavailable: %r", exc)
+            await self.send_json(_unavailable())
         except Exception:
             log.exception("websocket event failed")
             await self.send_json(
@@ -128,13 +155,13 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
                 battle_id=battle_id, session_key=key, text=event.text
             )
             await self._broadcast(await self._state())
-            await generation_start([a.pk for a in answers])
+            await self._generate([a.pk for a in answers])
         elif isinstance(event, Regenerate):
             answers = await database_sync_to_async(services.turn_regenerate)(
                 battle_id=battle_id, session_key=key
             )
             await self._broadcast(await self._state())
-            await generation_start([a.pk for a in answers])
+            await self._generate([a.pk for a in answers])
         elif isinstance(event, Stop):
             ids = await database_sync_to_async(services.answers_unfinished)(
                 battle_id=battle_id, session_key=key
@@ -145,15 +172,31 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
             vote = await database_sync_to_async(services.vote_record)(
                 battle_id=battle_id, session_key=key, choice=event.choice
             )
-            battle = await database_sync_to_async(
-                lambda: Battle.objects.select_related("contender_a", "contender_b").get(
-                    pk=vote.battle_id
-                )
-            )()
-            await self._broadcast(
-                {"type": "vote.recorded", "choice": vote.choice, "models": battle_models(battle)}
-            )
+            reveal = await database_sync_to_async(vote_reveal)(battle_id=vote.battle_id)
+            await self._broadcast(reveal)
             await self._broadcast(await self._state())
+
+    async def _generate(self, answer_ids: list[int]) -> None:
+        """Queue the answers; those that cannot be queued (the broker is down)
+        are failed at once, so none waits for the reaper."""
+        for i, answer_id in enumerate(answer_ids):
+            try:
+                await generation_start([answer_id])
+            except UNAVAILABLE as exc:
+                log.warning("could not queue answers %s: %r", answer_ids[i:], exc)
+                for pk in answer_ids[i:]:
+                    await database_sync_to_async(services.answer_complete)(
+                        answer_id=pk,
+                        outcome=services.AnswerOutcome(
+                            status=Answer.Status.ERROR,
+                            text="",
+                            finish_reason="error",
+                            error_code="unavailable",
+                            error_message=ERROR_CODES["unavailable"],
+                        ),
+                    )
+                await self._broadcast(await self._state())
+                raise ArenaError("unavailable", retry_after=UNAVAILABLE_RETRY_SECONDS) from None
 
     # --- group plumbing ---------------------------------------------------
 
@@ -180,18 +223,30 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         if self.battle_id == battle_id:
             return
         await self._unwatch()
-        self.battle_id = battle_id
+        # Watching only once the group is joined: a failed join is retried by
+        # the visitor's next battle.resume instead of being taken as done.
         await self.channel_layer.group_add(battle_group(battle_id), self.channel_name)
+        self.battle_id = battle_id
 
     async def _unwatch(self) -> None:
         if self.battle_id is not None:
-            await self.channel_layer.group_discard(battle_group(self.battle_id), self.channel_name)
-            self.battle_id = None
+            battle_id, self.battle_id = self.battle_id, None
+            await self.channel_layer.group_discard(battle_group(battle_id), self.channel_name)
 
     async def _state(self) -> ServerEvent:
         return await database_sync_to_async(battle_state)(battle_id=self._current())
 
     async def _broadcast(self, event: ServerEvent) -> None:
-        await self.channel_layer.group_send(
-            battle_group(self._current()), {"type": "battle.event", "event": event}
-        )
+        try:
+            await self.channel_layer.group_send(
+                battle_group(self._current()), {"type": "battle.event", "event": event}
+            )
+        except LAYER_ERRORS as exc:
+            # The channel layer is down: this visitor still hears what was
+            # saved (a vote is acknowledged); other tabs resync later.
+            log.warning("channel layer unavailable, replying to this socket only: %r", exc)
+            await self.send_json(event)
+
+
+def _unavailable() -> ErrorEvent:
+    return error_event(ArenaError("unavailable", retry_after=UNAVAILABLE_RETRY_SECONDS))

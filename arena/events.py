@@ -35,6 +35,7 @@ ERROR_CODES = {
     "too_large": "The message is too large.",
     "rate_limited": "Too many requests; wait a little and try again.",
     "moderated": "This message was refused by the moderation policy.",
+    "unavailable": "The service is briefly unavailable; try again in a few seconds.",
 }
 
 
@@ -148,6 +149,23 @@ class AnswerState(TypedDict):
     html: str
     stats: AnswerStats
     error: ErrorInfo | None
+    # RAG contenders: the passages the answer was given, once names are
+    # revealed (None before, and for other contenders).
+    sources: list[SourceInfo] | None
+
+
+class SourceInfo(TypedDict):
+    document: str
+    source: str
+    section: str
+    text: str
+    score: float
+
+
+class TurnSources(TypedDict):
+    turn: int
+    side: str
+    sources: list[SourceInfo]
 
 
 class AnswerStats(TypedDict):
@@ -229,13 +247,14 @@ class VoteRecordedEvent(TypedDict):
     type: Literal["vote.recorded"]
     choice: str
     models: dict[str, str]
+    sources: list[TurnSources]  # RAG answers' passages, revealed with the names
 
 
 class ErrorEvent(TypedDict, total=False):
     type: Literal["error"]
     code: str
     message: str
-    retry_after: int  # seconds, with rate_limited
+    retry_after: int  # seconds, with rate_limited and unavailable
 
 
 ServerEvent = (

@@ -6,7 +6,15 @@ import uuid
 
 from django.conf import settings
 
-from arena.events import AnswerState, AnswerStats, BattleStateEvent, TurnState
+from arena.events import (
+    AnswerState,
+    AnswerStats,
+    BattleStateEvent,
+    SourceInfo,
+    TurnSources,
+    TurnState,
+    VoteRecordedEvent,
+)
 from arena.markdown import render_markdown
 from arena.models import Answer, Battle, Side
 
@@ -27,7 +35,22 @@ def answer_stats(answer: Answer) -> AnswerStats:
     }
 
 
-def answer_state(answer: Answer) -> AnswerState:
+def answer_sources(answer: Answer) -> list[SourceInfo] | None:
+    if answer.passages is None:
+        return None
+    return [
+        {
+            "document": str(p.get("document", "")),
+            "source": str(p.get("source", "")),
+            "section": str(p.get("section", "")),
+            "text": str(p.get("text", "")),
+            "score": float(p.get("score", 0.0)),
+        }
+        for p in answer.passages
+    ]
+
+
+def answer_state(answer: Answer, *, revealed: bool = False) -> AnswerState:
     return {
         "side": answer.side,
         "attempt": answer.attempt,
@@ -40,6 +63,7 @@ def answer_state(answer: Answer) -> AnswerState:
             if answer.status == Answer.Status.ERROR
             else None
         ),
+        "sources": answer_sources(answer) if revealed else None,
     }
 
 
@@ -50,6 +74,7 @@ def battle_models(battle: Battle) -> dict[str, str]:
 def battle_state(*, battle_id: uuid.UUID | str) -> BattleStateEvent:
     """The whole battle as the visitor may see it: names only once revealed."""
     battle = Battle.objects.select_related("contender_a", "contender_b").get(pk=battle_id)
+    revealed = battle.mode == Battle.Mode.NAMED or battle.status != Battle.Status.OPEN
     turns: list[TurnState] = []
     last_current: list[Answer] = []
     for turn in battle.turns.prefetch_related("answers"):
@@ -59,14 +84,17 @@ def battle_state(*, battle_id: uuid.UUID | str) -> BattleStateEvent:
             {
                 "index": turn.index,
                 "user": turn.user_text,
-                "a": answer_state(current[Side.A]) if Side.A in current else None,
-                "b": answer_state(current[Side.B]) if Side.B in current else None,
+                "a": answer_state(current[Side.A], revealed=revealed)
+                if Side.A in current
+                else None,
+                "b": answer_state(current[Side.B], revealed=revealed)
+                if Side.B in current
+                else None,
             }
         )
     is_open = battle.status == Battle.Status.OPEN
     finished = bool(last_current) and all(a.is_finished for a in last_current)
     failed = any(a.status == Answer.Status.ERROR for a in last_current)
-    revealed = battle.mode == Battle.Mode.NAMED or not is_open
     vote = getattr(battle, "vote", None) if not is_open else None
     return {
         "type": "battle.state",
@@ -83,4 +111,21 @@ def battle_state(*, battle_id: uuid.UUID | str) -> BattleStateEvent:
             "vote": vote.choice if vote else None,
         },
         "turns": turns,
+    }
+
+
+def vote_reveal(*, battle_id: uuid.UUID | str) -> VoteRecordedEvent:
+    """The reveal after a vote: the names, and the passages RAG answers were given."""
+    battle = Battle.objects.select_related("contender_a", "contender_b", "vote").get(pk=battle_id)
+    sources: list[TurnSources] = []
+    answers = Answer.objects.filter(turn__battle=battle, superseded=False).select_related("turn")
+    for answer in answers.order_by("turn__index", "side"):
+        passages = answer_sources(answer)
+        if passages is not None:
+            sources.append({"turn": answer.turn.index, "side": answer.side, "sources": passages})
+    return {
+        "type": "vote.recorded",
+        "choice": battle.vote.choice,
+        "models": battle_models(battle),
+        "sources": sources,
     }

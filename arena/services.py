@@ -20,10 +20,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from arena.events import ArenaError
-from arena.history import messages_build
+from arena.history import CHARS_PER_TOKEN, MESSAGE_OVERHEAD, messages_build
 from arena.models import Answer, Battle, Side, Turn, Vote
 from arena.sampling import PairRecord, pair_sample, pair_sample_active
-from inference.engines.base import GenerationRequest
+from inference.engines.base import GenerationRequest, Message
 from inference.engines.openai import EndpointConfig
 from inference.models import Contender
 from inference.selectors import contenders_battling, endpoint_config, pair_vote_records
@@ -104,6 +104,15 @@ def _resolved_params(contender: Contender) -> dict[str, Any]:
     return params
 
 
+def _passages_reserve(contender: Contender) -> int:
+    """Tokens a RAG contender's passages may take (retrieved later, by the worker)."""
+    kb = contender.knowledge_base
+    if kb is None:
+        return 0
+    k = contender.rag_k or kb.top_k
+    return k * (kb.chunk_size // CHARS_PER_TOKEN + MESSAGE_OVERHEAD) + 200
+
+
 def turn_create(*, battle_id: uuid.UUID | str, session_key: str, text: str) -> list[Answer]:
     """Add the visitor's message as a new turn with a pending answer per side.
 
@@ -145,7 +154,9 @@ def turn_create(*, battle_id: uuid.UUID | str, session_key: str, text: str) -> l
                 system_prompt=contender.system_prompt,
                 exchanges=history[side],
                 user_text=text,
-                budget_tokens=contender.context_window - int(params["max_tokens"]),
+                budget_tokens=contender.context_window
+                - int(params["max_tokens"])
+                - _passages_reserve(contender),
             )
             if messages is None:
                 raise ArenaError("prompt_too_long", "The message does not fit the model's context.")
@@ -178,6 +189,9 @@ def turn_regenerate(*, battle_id: uuid.UUID | str, session_key: str) -> list[Ans
                 contender=old.contender,
                 messages=old.messages,
                 params=old.params,
+                # The same question gets the same passages: a regenerated
+                # answer is compared on the model, not on the retrieval.
+                passages=old.passages,
             )
             for old in sorted(current.values(), key=lambda a: a.side)
         ]
@@ -277,6 +291,18 @@ class GenerationJob:
     endpoint: EndpointConfig | None = None
     endpoint_id: int | None = None
     contender_id: int | None = None
+    # RAG contenders: what to retrieve from, when the answer has no passages yet.
+    rag: RagJob | None = None
+
+
+@dataclass(frozen=True)
+class RagJob:
+    knowledge_base_id: int
+    knowledge_base: str
+    template: str
+    k: int | None
+    retrieve: bool  # False: a regenerated answer keeps its turn's passages
+    judge_engine: str | None = None  # the engine kind of the contender's LLM judge
 
 
 def answer_claim(*, answer_id: int) -> GenerationJob | None:
@@ -287,8 +313,11 @@ def answer_claim(*, answer_id: int) -> GenerationJob | None:
     ).update(status=Answer.Status.STREAMING, started_at=timezone.now(), heartbeat_at=timezone.now())
     if not claimed:
         return None
-    answer = Answer.objects.select_related("turn", "contender__endpoint").get(pk=answer_id)
+    answer = Answer.objects.select_related(
+        "turn", "contender__endpoint", "contender__knowledge_base", "contender__rag_judge"
+    ).get(pk=answer_id)
     contender = answer.contender
+    kb = contender.knowledge_base
     endpoint = contender.endpoint
     params = dict(answer.params)
     request = GenerationRequest(
@@ -314,7 +343,25 @@ def answer_claim(*, answer_id: int) -> GenerationJob | None:
         endpoint=endpoint_config(endpoint) if endpoint is not None else None,
         endpoint_id=endpoint.pk if endpoint is not None else None,
         contender_id=contender.pk,
+        rag=RagJob(
+            knowledge_base_id=kb.pk,
+            knowledge_base=kb.name,
+            template=contender.rag_template,
+            k=contender.rag_k,
+            retrieve=answer.passages is None,
+            judge_engine=contender.rag_judge.engine if contender.rag_judge else None,
+        )
+        if kb is not None
+        else None,
     )
+
+
+def answer_passages_save(
+    *, answer_id: int, passages: list[dict[str, Any]], messages: list[Message]
+) -> None:
+    """Keep what a RAG answer was given: the passages and the exact messages
+    sent with them."""
+    Answer.objects.filter(pk=answer_id).update(passages=passages, messages=messages)
 
 
 def answer_progress(*, answer_id: int, text: str) -> None:

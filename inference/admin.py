@@ -191,6 +191,10 @@ class ContenderForm(forms.ModelForm):
             "system_prompt",
             "params",
             "context_window",
+            "knowledge_base",
+            "rag_template",
+            "rag_k",
+            "rag_judge",
             "enabled",
             "weight",
         )
@@ -250,12 +254,13 @@ class ContenderAdmin(admin.ModelAdmin):
         "endpoint",
         "kind",
         "served",
+        "knowledge_base",
         "health_badge",
         "enabled",
         "weight",
         "try_link",
     )
-    list_filter = ("engine", "kind", "health", "enabled", "endpoint")
+    list_filter = ("engine", "kind", "health", "enabled", "endpoint", "knowledge_base")
     list_editable = ("enabled", "weight")
     search_fields = ("name", "model", "adapter_name")
     readonly_fields = ("health", "health_message", "health_checked_at")
@@ -266,6 +271,10 @@ class ContenderAdmin(admin.ModelAdmin):
             {"fields": ("adapter_name", "adapter_path", "adapter_upload")},
         ),
         ("Behaviour", {"fields": ("system_prompt", "params", "context_window")}),
+        (
+            "RAG: answer from a knowledge base",
+            {"fields": ("knowledge_base", "rag_template", "rag_k", "rag_judge")},
+        ),
         ("Battles", {"fields": ("enabled", "weight")}),
         ("Health (set by the checks)", {"fields": readonly_fields}),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 
@@ -69,3 +70,29 @@ def _log_failure(future: Future[None]) -> None:
     exc = future.exception()
     if exc is not None:
         log.error("generation thread failed", exc_info=exc)
+
+
+def judge_start(*, answer_id: int, engine: str) -> None:
+    """Queue an LLM judge's grading of a RAG answer on the judge's engine queue
+    (from a worker or a generation thread: plain sync code)."""
+    if settings.ARENA_TASKS == "celery":
+        from inference.tasks import judge_rag_answer
+
+        judge_rag_answer.apply_async(args=(answer_id,), queue=queue_for(engine))
+        return
+    from inference.rag.scoring import answer_rag_judge
+
+    pool = _threads("http" if engine in HTTP_ENGINES else "local")
+    pool.submit(_closing(answer_rag_judge), answer_id=answer_id).add_done_callback(_log_failure)
+
+
+def _closing(fn: Callable[..., object]) -> Callable[..., None]:
+    def run(**kwargs: object) -> None:
+        from django.db import connection
+
+        try:
+            fn(**kwargs)
+        finally:
+            connection.close()
+
+    return run

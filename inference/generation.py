@@ -33,6 +33,7 @@ from inference.engines import engine_for
 from inference.engines.base import Engine, EngineError, StreamEnd, TextDelta
 from inference.health import endpoint_unreachable
 from inference.publish import Publisher
+from inference.rag.answering import rag_answer_review, rag_job_prepare
 
 log = logging.getLogger(__name__)
 PROGRESS_SAVE_SECONDS = 2.0
@@ -154,10 +155,15 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
             pending = ""
         last_flush = time.monotonic()
 
+    pump: _Pump | None = None
     try:
+        job = await _db(rag_job_prepare, job=job)
         pump = _Pump(engine_for(job.engine, job.endpoint), job)
     except EngineError as exc:
-        error, pump = exc, None
+        error = exc
+    except Exception as exc:
+        log.exception("retrieval for answer %s failed", job.answer_id)
+        error = EngineError("retrieval_failed", f"Retrieval from the knowledge base failed: {exc}")
     try:
         while pump is not None:
             now = time.monotonic()
@@ -240,24 +246,30 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
                 "message": error.message,
             }
         )
-    else:
-        stats = answer_stats(
-            Answer(
-                tokens=outcome.tokens,
-                prompt_tokens=outcome.prompt_tokens,
-                ttft_ms=outcome.ttft_ms,
-                duration_ms=outcome.duration_ms,
-                finish_reason=outcome.finish_reason,
-            )
+        return
+    stats = answer_stats(
+        Answer(
+            tokens=outcome.tokens,
+            prompt_tokens=outcome.prompt_tokens,
+            ttft_ms=outcome.ttft_ms,
+            duration_ms=outcome.duration_ms,
+            finish_reason=outcome.finish_reason,
         )
-        await publisher.send(
-            {
-                "type": "gen.done",
-                "side": side,
-                "turn": turn,
-                "attempt": attempt,
-                "text": text,
-                "html": render_markdown(text),
-                "stats": stats,
-            }
-        )
+    )
+    await publisher.send(
+        {
+            "type": "gen.done",
+            "side": side,
+            "turn": turn,
+            "attempt": attempt,
+            "text": text,
+            "html": render_markdown(text),
+            "stats": stats,
+        }
+    )
+    if job.rag is not None and outcome.status != Answer.Status.ERROR:
+        # After gen.done: the visitor never waits for the scores.
+        try:
+            await _db(rag_answer_review, answer_id=job.answer_id, judge_engine=job.rag.judge_engine)
+        except Exception:
+            log.exception("scoring RAG answer %s failed", job.answer_id)

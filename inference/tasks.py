@@ -16,6 +16,13 @@ def generate_answer(answer_id: int) -> None:
     generation_run(answer_id=answer_id)
 
 
+@shared_task(name="inference.tasks.judge_rag_answer", ignore_result=True)
+def judge_rag_answer(answer_id: int) -> None:
+    from inference.rag.scoring import answer_rag_judge
+
+    answer_rag_judge(answer_id=answer_id)
+
+
 @shared_task(name="inference.tasks.serving_health_check", ignore_result=True, expires=120)
 def serving_health_check() -> None:
     from inference.health import health_check_all

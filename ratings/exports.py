@@ -33,6 +33,12 @@ T = TypeVar("T")
 ROW_GROUP = 4_000  # rows buffered per Parquet row group: bounds the memory
 _MSGS = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 _STR = pa.string()
+_PASSAGES = pa.list_(
+    pa.struct(
+        [("turn", pa.int64()), ("document", _STR), ("source", _STR), ("section", _STR),
+         ("text", _STR), ("score", pa.float64())]
+    )
+)  # fmt: skip
 SCHEMAS = {
     "trl": pa.schema([("prompt", _MSGS), ("chosen", _MSGS), ("rejected", _MSGS)]),
     "trl-text": pa.schema([("prompt", _STR), ("chosen", _STR), ("rejected", _STR)]),
@@ -43,6 +49,7 @@ SCHEMAS = {
             ("winner", pa.string()), ("judge", pa.string()), ("conversation_a", _MSGS),
             ("conversation_b", _MSGS), ("turn", pa.int64()), ("anony", pa.bool_()),
             ("language", _STR), ("tstamp", pa.float64()), ("categories", pa.list_(_STR)),
+            ("passages_a", _PASSAGES), ("passages_b", _PASSAGES),
         ]
     ),
 }  # fmt: skip
@@ -167,7 +174,7 @@ VOTE_FIELDS = (
 
 
 _ANSWERS_PG = """
-    SELECT t.battle_id, t.index, t.user_text, a.side, a.text,
+    SELECT t.battle_id, t.index, t.user_text, a.side, a.text, a.passages,
            CASE WHEN t.index = 0 THEN a.messages -> 0 END
     FROM arena_answer a JOIN arena_turn t ON t.id = a.turn_id
     WHERE t.battle_id = ANY(%s) AND NOT a.superseded
@@ -175,19 +182,29 @@ _ANSWERS_PG = """
 
 
 def _answer_rows(battle_ids: list[Any]) -> Iterator[tuple[Any, ...]]:
-    """(battle, turn index, user text, side, answer text, first message if turn 0)."""
+    """(battle, turn index, user text, side, answer text, passages, first message if turn 0)."""
     if connection.vendor == "postgresql":
         # One array parameter instead of thousands of bound values: a third
         # less time per chunk at a million votes (bench/export.py).
         with connection.cursor() as cursor:
             cursor.execute(_ANSWERS_PG, [battle_ids])
-            for *row, first in cursor.fetchall():
+            for *row, passages, first in cursor.fetchall():
                 # Django leaves jsonb undecoded for its JSONField; raw SQL decodes here.
-                yield (*row, json.loads(first) if isinstance(first, str) else first)
+                yield (*row, _json(passages), _json(first))
         return
     yield from Answer.objects.filter(turn__battle_id__in=battle_ids, superseded=False).values_list(
-        "turn__battle_id", "turn__index", "turn__user_text", "side", "text", "messages__0"
+        "turn__battle_id",
+        "turn__index",
+        "turn__user_text",
+        "side",
+        "text",
+        "passages",
+        "messages__0",
     )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _category_rows(vote_ids: list[int]) -> Iterator[tuple[int, str]]:
@@ -206,9 +223,12 @@ def battles_load(votes: list[dict[str, Any]], salt: str) -> Iterator[tuple[str, 
     battle_ids = [v["battle_id"] for v in votes]
     answers: dict[Any, dict[int, dict[str, Any]]] = defaultdict(dict)
     systems: dict[tuple[Any, str], str] = {}
-    for battle_id, index, user, side, text, first in _answer_rows(battle_ids):
+    passages: dict[tuple[Any, str], list[dict[str, Any]]] = defaultdict(list)
+    for battle_id, index, user, side, text, given, first in _answer_rows(battle_ids):
         turn = answers[battle_id].setdefault(index, {"user": user})
         turn[side] = text
+        for p in given or ():
+            passages[(battle_id, side)].append(_passage(index, p))
         if index == 0 and isinstance(first, dict) and first.get("role") == "system":
             systems[(battle_id, side)] = first.get("content", "")
     categories: dict[int, list[str]] = defaultdict(list)
@@ -243,8 +263,25 @@ def battles_load(votes: list[dict[str, Any]], salt: str) -> Iterator[tuple[str, 
                 language=language,
                 categories=[c for c in cats if not c.startswith("language:")],
                 judge=judge,
+                passages_a=_upto(passages.get((v["battle_id"], "a"), []), v["turn__index"]),
+                passages_b=_upto(passages.get((v["battle_id"], "b"), []), v["turn__index"]),
             ),
         )
+
+
+def _passage(turn: int, p: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "turn": turn,
+        "document": str(p.get("document", "")),
+        "source": str(p.get("source", "")),
+        "section": str(p.get("section", "")),
+        "text": str(p.get("text", "")),
+        "score": float(p.get("score", 0.0)),
+    }
+
+
+def _upto(passages: list[dict[str, Any]], last_turn: int) -> list[dict[str, Any]]:
+    return sorted((p for p in passages if p["turn"] <= last_turn), key=lambda p: p["turn"])
 
 
 def preferences_export(

@@ -6,7 +6,10 @@ one or two), shaped as TRL reads them:
   trl       {"prompt": [msgs], "chosen": [msgs], "rejected": [msgs]}  (conversational)
   trl-text  {"prompt": str, "chosen": str, "rejected": str}           (standard)
   kto       {"prompt": [msgs], "completion": [msgs], "label": bool}   (unpaired)
-  arena     LMArena's columns (question_id, model_a, model_b, winner, conversation_a, ...)
+  arena     LMArena's columns (question_id, model_a, model_b, winner, conversation_a, ...),
+            plus passages_a/passages_b: what RAG contenders retrieved
+RAG context reaches the trl and kto formats through the system prompt option:
+a RAG answer's system message holds the passages it was given.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ class BattleData:
     language: str
     categories: list[str] = field(default_factory=list)
     judge: str = ""  # hashed visitor id
+    # RAG answers: the passages each side was given, [{turn, document, source,
+    # section, text, score}]; empty for other contenders.
+    passages_a: list[dict[str, Any]] = field(default_factory=list)
+    passages_b: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,8 @@ def arena_records(battle: BattleData, opts: Options) -> list[dict[str, Any]]:
             "language": battle.language,
             "tstamp": battle.tstamp,
             "categories": list(battle.categories),
+            "passages_a": list(battle.passages_a),
+            "passages_b": list(battle.passages_b),
         }
     ]
 

@@ -13,6 +13,7 @@ from ratings.categories import category_label
 from ratings.charts import ci_chart, heat_map, trend_chart
 from ratings.elo import elo_history
 from ratings.models import Snapshot
+from ratings.rag import TRIAD, rows_with_rag
 from ratings.selectors import (
     VoteFilter,
     categories_available,
@@ -34,6 +35,9 @@ CSV_FIELDS = [
     "ties",
     "win_rate",
     "provisional",
+    "rag_context_relevance",
+    "rag_groundedness",
+    "rag_answer_relevance",
 ]
 
 
@@ -82,9 +86,11 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
         index = {n: i for i, n in enumerate(matrices["names"])}
         ordered = [[matrices["observed"][index[r]][index[c]] for c in order] for r in order]
         heat = heat_map(order, ordered)
+    rows = rows_with_rag(snapshot.rows)
     context = {
         "snapshot": snapshot,
-        "rows": snapshot.rows,
+        "rows": rows,
+        "has_rag": any(r["rag"] for r in rows),
         "ci_svg": mark_safe(ci_chart(snapshot.rows)),
         "heat_svg": mark_safe(heat),
         "category_options": [
@@ -106,7 +112,7 @@ def leaderboard_json(request: HttpRequest) -> JsonResponse:
             "style_control": options["style"],
             "ci": options["ci"],
             "votes": snapshot.votes,
-            "rows": snapshot.rows,
+            "rows": rows_with_rag(snapshot.rows),
             "style": snapshot.extra.get("style"),
         }
     )
@@ -119,8 +125,9 @@ def leaderboard_csv(request: HttpRequest) -> HttpResponse:
     response["Content-Disposition"] = 'attachment; filename="leaderboard.csv"'
     writer = csv.DictWriter(response, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    for row in snapshot.rows:
-        writer.writerow(row)
+    for row in rows_with_rag(snapshot.rows):
+        rag = row.pop("rag") or {}
+        writer.writerow({**row, **{f"rag_{k}": rag.get(k) for k in TRIAD}})
     return response
 
 

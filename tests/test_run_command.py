@@ -24,7 +24,7 @@ from django.conf import settings
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from arena.management.commands.seed_demo import DEMO
+from arena.management.commands.seed_demo import DEMO, RAG_DEMO
 from tests.conftest import Process, free_port
 
 pytestmark = pytest.mark.model
@@ -163,6 +163,11 @@ def test_make_run_serves_a_battle_on_the_embedded_default(make_run: tuple[str, P
     assert recorded["choice"] == "a"
     names = recorded["models"]
     assert names["a"] != names["b"]
-    assert {names["a"], names["b"]} <= {spec["name"] for spec in DEMO}
+    assert {names["a"], names["b"]} <= {spec["name"] for spec in [*DEMO, RAG_DEMO]}
+    # The RAG variant answers from the project's own documentation.
+    sides = {side for side in ("a", "b") if names[side] == RAG_DEMO["name"]}
+    assert {s["side"] for s in recorded["sources"]} == sides
+    for given in recorded["sources"]:
+        assert all(p["source"].endswith(".md") for p in given["sources"]), given
     # The embedded default keeps its SQLite file in ARENA_DATA_DIR.
     assert (data_dir / "arena.sqlite3").is_file()

@@ -134,6 +134,10 @@
         battle.vote = e.choice;
         battle.status = "voted";
       }
+      (e.sources || []).forEach(function (s) {
+        const a = answer(s.turn, s.side);
+        if (a) a.sources = s.sources;
+      });
     },
     "error": function (e) {
       setStatus(e.message + " (" + e.code + ")", true);
@@ -169,6 +173,39 @@
     };
   }
 
+  // A RAG answer's passages, shown once the names are revealed. Text only:
+  // passages are documents' words, never markup.
+  function renderSources(sources) {
+    const box = document.createElement("details");
+    box.className = "sources";
+    box.open = true;
+    const summary = document.createElement("summary");
+    summary.textContent = sources.length
+      ? "Sources: " + sources.length + " passage" + (sources.length > 1 ? "s" : "") + " from the knowledge base"
+      : "Sources: no passage of the knowledge base matched";
+    box.appendChild(summary);
+    const list = document.createElement("ol");
+    sources.forEach(function (s) {
+      const item = document.createElement("li");
+      item.className = "source";
+      const head = document.createElement("div");
+      head.className = "source-head";
+      head.textContent = [s.document, s.section].filter(Boolean).join(" › ");
+      const score = document.createElement("span");
+      score.className = "source-score";
+      score.textContent = " score " + Number(s.score).toFixed(3);
+      head.appendChild(score);
+      const text = document.createElement("p");
+      text.className = "source-text";
+      text.textContent = s.text;
+      item.appendChild(head);
+      item.appendChild(text);
+      list.appendChild(item);
+    });
+    box.appendChild(list);
+    return box;
+  }
+
   function renderPane(side) {
     const log = document.getElementById("log-" + side);
     log.replaceChildren();
@@ -188,6 +225,7 @@
         } else {
           bot.textContent = a.text;
         }
+        if (Array.isArray(a.sources)) bot.appendChild(renderSources(a.sources));
         if (a.status === "error" && a.error) {
           const err = document.createElement("p");
           err.className = "gen-error";
