@@ -22,6 +22,7 @@ from inference.adapters import AdapterInvalid
 from inference.engines.base import EngineError
 from inference.health import endpoint_check, health_check_all
 from inference.models import Contender, Endpoint, Engine, Health
+from inference.rag import admin as _rag_admin  # noqa: F401
 from inference.services import (
     TRY_PROMPT,
     ContenderCheck,

@@ -84,7 +84,7 @@ def knowledge_base_get_or_create(*, name: str, **options: Any) -> tuple[Knowledg
         kb.full_clean()
         kb.save()
         if rechunk:
-            Document.objects.filter(knowledge_base=kb).update(content_hash="")
+            documents_mark_stale(knowledge_base=kb)
     return kb, created
 
 
@@ -268,3 +268,9 @@ def _escaping(root: Path, link: Path) -> Iterator[IngestOutcome]:
     if not target.is_relative_to(root):
         source = link.relative_to(root).as_posix()
         yield IngestOutcome(source, "skipped", f"{source}: a link to {target}, outside {root}")
+
+
+def documents_mark_stale(*, knowledge_base: KnowledgeBase) -> int:
+    """Make the next ingest of every document re-chunk it (the chunking
+    changed); returns how many documents that is."""
+    return Document.objects.filter(knowledge_base=knowledge_base).update(content_hash="")
