@@ -34,12 +34,13 @@ from inference.rag.ingest import (
 )
 from inference.rag.retrieval import passages_retrieve
 
-_TEMPLATES = Path(__file__).resolve().parent / "templates"
+_TEMPLATES = Path(__file__).resolve().parent
 
 
 def _render(request: HttpRequest, name: str, context: dict[str, Any]) -> HttpResponse:
-    # These pages' templates live beside this module (inference.rag is no app);
-    # from_string still resolves {% extends "admin/base_site.html" %}.
+    # These pages' templates live beside this module (inference.rag is no app,
+    # and "*.html" beside a package ships with it); from_string still resolves
+    # {% extends "admin/base_site.html" %}.
     template = engines["django"].from_string((_TEMPLATES / name).read_text())
     return HttpResponse(template.render(context, request))
 
@@ -225,7 +226,7 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
             "max_files": settings.ARENA_RAG_MAX_UPLOAD_FILES,
             "max_mb": f"{settings.ARENA_RAG_MAX_DOCUMENT_BYTES / 1e6:.0f}",
         }
-        return _render(request, "upload.html", context)
+        return _render(request, "admin_upload.html", context)
 
     def _report(self, request: HttpRequest, outcome: IngestOutcome) -> None:
         if outcome.failed:
@@ -256,7 +257,7 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
         }
         if request.method == "POST":
             context.update(_tried(kb, request.POST))
-        return _render(request, "try.html", context)
+        return _render(request, "admin_try.html", context)
 
 
 def _tried(kb: KnowledgeBase, form: Any) -> dict[str, Any]:
