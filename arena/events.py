@@ -159,7 +159,8 @@ class SourceInfo(TypedDict):
     source: str
     section: str
     text: str
-    score: float
+    score: float  # rank fusion of the dense and lexical rankings
+    similarity: float  # cosine similarity to the question
 
 
 class TurnSources(TypedDict):

@@ -45,6 +45,7 @@ def answer_sources(answer: Answer) -> list[SourceInfo] | None:
             "section": str(p.get("section", "")),
             "text": str(p.get("text", "")),
             "score": float(p.get("score", 0.0)),
+            "similarity": float(p.get("similarity", 0.0)),
         }
         for p in answer.passages
     ]

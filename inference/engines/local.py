@@ -29,6 +29,7 @@ from typing import Any
 
 from inference.adapters import AdapterInvalid, adapter_check, base_linear_modules
 from inference.engines.base import EngineError, GenerationRequest, StreamEnd, StreamEvent, TextDelta
+from inference.engines.imports import LOCAL_ENGINE, ml_import
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def converted_model_dir(cache: Path) -> Path:
     target = cache / DEFAULT_MODEL
     if (target / "config.json").exists():
         return target
+    ml_import(LOCAL_ENGINE)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = gguf_package_dir()
@@ -166,6 +168,7 @@ class LocalEngine:
             return self._loaded
 
     def _load(self) -> _Loaded:
+        ml_import(LOCAL_ENGINE)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -16,6 +16,8 @@ import numpy as np
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from inference.engines.imports import EMBEDDINGS, ml_import
+
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "all-MiniLM-L6-v2"
@@ -57,6 +59,7 @@ def _load() -> Any:
     # here can reach for the network even when a deployment forgot to.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    ml_import(EMBEDDINGS)
     import torch
 
     if settings.ARENA_TORCH_THREADS:

@@ -193,7 +193,8 @@
       head.textContent = [s.document, s.section].filter(Boolean).join(" › ");
       const score = document.createElement("span");
       score.className = "source-score";
-      score.textContent = " score " + Number(s.score).toFixed(3);
+      score.title = "Cosine similarity of the passage to the question";
+      score.textContent = " similarity " + Number(s.similarity).toFixed(2);
       head.appendChild(score);
       const text = document.createElement("p");
       text.className = "source-text";
