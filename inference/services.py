@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from django.conf import settings
 from django.db import transaction
@@ -197,6 +197,7 @@ class TryResult:
     finish_reason: str
     error_code: str = ""
     error_message: str = ""
+    passages: tuple[dict[str, Any], ...] = ()  # RAG contenders: what the prompt retrieved
 
     @property
     def ok(self) -> bool:
@@ -211,6 +212,17 @@ def contender_try(*, contender: Contender, prompt: str = TRY_PROMPT) -> TryResul
     if contender.system_prompt:
         messages.append({"role": "system", "content": contender.system_prompt})
     messages.append({"role": "user", "content": prompt})
+    passages: list[dict[str, Any]] = []
+    if contender.knowledge_base is not None:
+        from inference.rag.prompting import messages_with_passages
+        from inference.rag.retrieval import passages_retrieve
+
+        kb = contender.knowledge_base
+        found = passages_retrieve(knowledge_base=kb, query=prompt, k=contender.rag_k)
+        passages = [p.as_json() for p in found]
+        messages = messages_with_passages(
+            messages, passages=passages, template=contender.rag_template, knowledge_base=kb.name
+        )
     request = GenerationRequest(
         model=contender.served_name if endpoint is not None else contender.model,
         messages=messages,
@@ -235,7 +247,9 @@ def contender_try(*, contender: Contender, prompt: str = TRY_PROMPT) -> TryResul
                     end = event
         except EngineError as exc:
             total = (time.perf_counter() - started) * 1000
-            return TryResult(text, ttft, total, None, "error", exc.code, exc.message)
+            return TryResult(
+                text, ttft, total, None, "error", exc.code, exc.message, tuple(passages)
+            )
         total = (time.perf_counter() - started) * 1000
         return TryResult(
             text,
@@ -243,6 +257,7 @@ def contender_try(*, contender: Contender, prompt: str = TRY_PROMPT) -> TryResul
             total,
             end.completion_tokens if end else None,
             end.finish_reason if end else "stop",
+            passages=tuple(passages),
         )
 
     return asyncio.run(run())

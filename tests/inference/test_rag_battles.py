@@ -171,3 +171,13 @@ async def test_an_llm_judge_grades_rag_answers(
     ]
     assert QUESTION in graded[0]["messages"][1]["content"]
     assert "second Saturday of April" in graded[0]["messages"][1]["content"]
+
+
+def test_trying_a_rag_contender_in_the_admin_runs_it_with_its_passages(
+    alpha_docs: Contender,
+) -> None:
+    from inference.services import contender_try
+
+    result = contender_try(contender=alpha_docs, prompt=QUESTION)
+    assert result.ok, result
+    assert [p["source"] for p in result.passages] == ["zorblax.md"]
