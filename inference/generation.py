@@ -92,6 +92,18 @@ async def _db(fn: Callable[..., T], **kwargs: Any) -> T:
     return await asyncio.to_thread(call)
 
 
+async def _beating(job: GenerationJob, fn: Callable[..., T]) -> T:
+    """Run `fn(job=job)` in a thread, beating the answer's heartbeat meanwhile:
+    a first retrieval loads the embedding model and builds the index, which
+    can take longer than the reaper waits for a silent worker."""
+    task = asyncio.ensure_future(_db(fn, job=job))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=PROGRESS_SAVE_SECONDS)
+        if done:
+            return task.result()
+        await _db(answer_progress, answer_id=job.answer_id, text="")
+
+
 class _Pump:
     """Moves engine events into a queue, so waiting for the next one can time
     out safely (timing out an async generator's __anext__ would break it)."""
@@ -157,7 +169,7 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
 
     pump: _Pump | None = None
     try:
-        job = await _db(rag_job_prepare, job=job)
+        job = await _beating(job, rag_job_prepare)
         pump = _Pump(engine_for(job.engine, job.endpoint), job)
     except EngineError as exc:
         error = exc

@@ -219,7 +219,8 @@ class Contender(models.Model):
                 errors["adapter_name"] = "Give the name the server serves the adapter under."
         elif self.adapter_path or self.adapter_name:
             errors["kind"] = "An adapter path or name is set: choose 'LoRA adapter'."
-        if self.knowledge_base_id is None and (self.rag_template or self.rag_k or self.rag_judge_id):
+        rag_set = self.rag_template or self.rag_k or self.rag_judge_id
+        if self.knowledge_base_id is None and rag_set:
             errors["knowledge_base"] = "RAG settings are set: choose a knowledge base."
         if self.rag_template and "{passages}" not in self.rag_template:
             errors["rag_template"] = "The template must contain {passages}."
@@ -298,9 +299,9 @@ class KnowledgeBase(models.Model):
         return self.name
 
     def clean(self) -> None:
-        if self.chunk_overlap is not None and self.chunk_size is not None:
-            if self.chunk_overlap >= self.chunk_size:
-                raise ValidationError({"chunk_overlap": "The overlap must be below the chunk size."})
+        size, overlap = self.chunk_size, self.chunk_overlap
+        if size is not None and overlap is not None and overlap >= size:
+            raise ValidationError({"chunk_overlap": "The overlap must be below the chunk size."})
 
 
 class Document(models.Model):

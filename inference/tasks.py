@@ -7,11 +7,22 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from inference.generation import generation_run
 
 
-@shared_task(name="inference.tasks.generate_answer", ignore_result=True)
+# A claim that failed because the database was briefly away is retried; once
+# claimed, generation_run handles its own failures (and the reaper the rest).
+@shared_task(
+    name="inference.tasks.generate_answer",
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=1,
+    retry_backoff_max=8,
+    retry_jitter=False,
+    max_retries=5,
+)
 def generate_answer(answer_id: int) -> None:
     generation_run(answer_id=answer_id)
 
@@ -45,6 +56,19 @@ def _preload_in_child(**kwargs: Any) -> None:
 
     if _runs_local_answers(current_app):
         engine_preload()
+    else:
+        _rag_preload_start()
+
+
+def _rag_preload_start() -> None:
+    """An HTTP-engine worker loads no model, but it retrieves for RAG answers."""
+    if not settings.ARENA_PRELOAD:
+        return
+    import threading
+
+    from inference.rag.answering import rag_preload
+
+    threading.Thread(target=rag_preload, name="rag-preload", daemon=True).start()
 
 
 @worker_ready.connect
@@ -57,3 +81,5 @@ def _preload_in_threads_worker(sender: Any = None, **kwargs: Any) -> None:
 
         if _runs_local_answers(sender.app):
             engine_preload()
+        else:
+            _rag_preload_start()

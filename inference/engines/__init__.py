@@ -70,12 +70,19 @@ def engine_preload() -> None:
         finally:
             connection.close()
         if wanted:
-            engine = engine_get("local")
-            engine.load()  # type: ignore[attr-defined]
-            for path in adapters:
-                try:
-                    engine.adapter_load(path)  # type: ignore[attr-defined]
-                except EngineError as exc:
-                    log.warning("adapter %s not preloaded: %s", path, exc.message)
+            _local_preload(adapters)
+        from inference.rag.answering import rag_preload
+
+        rag_preload()
 
     threading.Thread(target=load, name="engine-preload", daemon=True).start()
+
+
+def _local_preload(adapters: list[str]) -> None:
+    engine = engine_get("local")
+    engine.load()  # type: ignore[attr-defined]
+    for path in adapters:
+        try:
+            engine.adapter_load(path)  # type: ignore[attr-defined]
+        except EngineError as exc:
+            log.warning("adapter %s not preloaded: %s", path, exc.message)

@@ -43,3 +43,29 @@ def rag_answer_review(*, answer_id: int, judge_engine: str | None) -> None:
     score = answer_rag_score(answer_id=answer_id)
     if score is not None and judge_engine is not None:
         judge_start(answer_id=answer_id, engine=judge_engine)
+
+
+def rag_preload() -> None:
+    """Warm this process for RAG answers: the embedding model and the index of
+    every knowledge base an enabled contender answers from (a first retrieval
+    would otherwise pay both)."""
+    from django.db import connection
+
+    from inference.models import Contender
+    from inference.rag.embeddings import embed_query
+
+    try:
+        kb_ids = set(
+            Contender.objects.filter(enabled=True, knowledge_base__isnull=False).values_list(
+                "knowledge_base_id", flat=True
+            )
+        )
+        if not kb_ids:
+            return
+        embed_query("warm-up")
+        for kb_id in kb_ids:
+            passages_retrieve(knowledge_base=kb_id, query="warm-up", k=1)
+    except Exception:  # not migrated yet, say: the first answer loads instead
+        log.warning("RAG preload skipped", exc_info=True)
+    finally:
+        connection.close()

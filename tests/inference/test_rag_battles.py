@@ -69,8 +69,8 @@ async def test_an_anonymous_rag_battle_reveals_its_sources_only_after_the_vote(
     for event in of_type(events, "gen.done"):
         assert "sources" not in event
     await client.send({"type": "battle.resume", "battle": battle_id})
-    state = await client.until(lambda e: e["type"] == "battle.state")
-    turn = state[-1]["turns"][0]
+    resynced = await client.until(lambda e: e["type"] == "battle.state")
+    turn = resynced[-1]["turns"][0]
     assert turn["a"]["sources"] is None and turn["b"]["sources"] is None
 
     answers = await sync_to_async(_answers)(battle_id)
@@ -86,8 +86,8 @@ async def test_an_anonymous_rag_battle_reveals_its_sources_only_after_the_vote(
     assert [(s["turn"], s["side"]) for s in reveal["sources"]] == [(0, rag)]
     assert reveal["sources"][0]["sources"][0]["document"] == "Zorblax lantern festival"
     assert "second Saturday of April" in reveal["sources"][0]["sources"][0]["text"]
-    state = await client.until(lambda e: e["type"] == "battle.state")
-    assert state[-1]["turns"][0][rag]["sources"][0]["source"] == "zorblax.md"
+    revealed = await client.until(lambda e: e["type"] == "battle.state")
+    assert revealed[-1]["turns"][0][rag]["sources"][0]["source"] == "zorblax.md"
     await client.close()
 
     # Scored after the answer was sent, off the visitor's path.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from inference.engines.base import Message
 from inference.rag.embeddings import embed_texts
 from inference.rag.prompting import (
     DEFAULT_TEMPLATE,
@@ -92,7 +93,7 @@ def test_a_judge_reply_off_format_is_refused(reply: str) -> None:
 
 
 def test_the_query_is_the_last_user_messages_newest_last() -> None:
-    messages = [
+    messages: list[Message] = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "one"},
         {"role": "assistant", "content": "reply"},
