@@ -13,7 +13,7 @@ from ratings.categories import category_label
 from ratings.charts import ci_chart, heat_map, trend_chart
 from ratings.elo import elo_history
 from ratings.models import Snapshot
-from ratings.rag import TRIAD, rows_with_rag
+from ratings.rag import TRIAD, rag_quality_get, rows_with_rag
 from ratings.selectors import (
     VoteFilter,
     categories_available,
@@ -158,6 +158,7 @@ def contender_page(request: HttpRequest, name: str) -> HttpResponse:
     record.sort(key=lambda r: -r["battles"])
     context = {
         "row": row,
+        "rag": rag_quality_get().get(name),
         "record": record,
         "snapshot": snapshot,
         "trend_svg": mark_safe(_elo_trend(name, options)),

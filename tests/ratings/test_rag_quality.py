@@ -131,6 +131,12 @@ def test_the_leaderboard_shows_the_triad_of_rag_contenders(rag_votes: None, clie
     assert by_name["alpha"]["rag_groundedness"] == ""
 
 
+def test_the_contender_page_shows_its_rag_quality(rag_votes: None, client: Client) -> None:
+    page = client.get("/leaderboard/contender/alpha-docs/").content.decode()
+    assert "RAG quality" in page and "over 2 answers" in page and "0.75" in page
+    assert "RAG quality" not in client.get("/leaderboard/contender/alpha/").content.decode()
+
+
 def test_a_board_without_rag_contenders_has_no_triad_columns(
     alpha: Contender, beta: Contender, alice: str, client: Client
 ) -> None:
