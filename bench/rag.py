@@ -267,7 +267,7 @@ def bench_retrieval(n: int, queries: int, dims: int) -> dict[str, float]:
     assert index is not None
     log(
         f"  cache build {build:.2f} s; index memory ~{rss_mb() - before:.0f} MB RSS "
-        f"(matrix {index.matrix.nbytes / 1e6:.0f} MB, "
+        f"(matrix {index.matrix.nbytes / 1e6:.0f} MB half precision, "
         f"BM25 {index.bm25.matrix.data.nbytes * 2 / 1e6:.0f} MB "
         f"+ {len(index.bm25.vocabulary):,} terms)"
     )
