@@ -1,9 +1,15 @@
 """Rate limits per visitor and per client IP: fixed windows, counted in Redis
-(shared by every web process) or in this process when there is no Redis."""
+(shared by every web process) or in this process when there is no Redis.
+
+When Redis is configured but unreachable, ARENA_RATE_LIMIT_FAIL decides:
+"open" counts in this process meanwhile (limits per web process, logged),
+"closed" refuses the action (the visitor is told the service is unavailable).
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import threading
 import time
@@ -12,6 +18,11 @@ from functools import cache
 from typing import Protocol
 
 from django.conf import settings
+
+log = logging.getLogger(__name__)
+# After a Redis failure, count in this process for this long before trying
+# Redis again, so an outage costs one connection attempt per pause, not one per hit.
+REDIS_PAUSE_SECONDS = 5.0
 
 
 class Counter(Protocol):
@@ -40,8 +51,13 @@ class MemoryCounter:
 class RedisCounter:
     def __init__(self, url: str) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        # Fail fast: a visitor waits on this before every counted action.
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 1)
+        )
 
     def hit(self, key: str, window: int) -> tuple[int, float]:
         now = time.time()
@@ -54,9 +70,40 @@ class RedisCounter:
         return int(count), (slot + 1) * window - now
 
 
+class FallbackCounter:
+    """Redis, or this process's own counts while Redis is unreachable (fail
+    open); with `fail_closed` a Redis failure is raised instead."""
+
+    def __init__(self, primary: Counter, *, fail_closed: bool) -> None:
+        self._primary = primary
+        self._local = MemoryCounter()
+        self._fail_closed = fail_closed
+        self._paused_until = 0.0
+
+    def hit(self, key: str, window: int) -> tuple[int, float]:
+        import redis.exceptions
+
+        if time.monotonic() >= self._paused_until:
+            try:
+                return self._primary.hit(key, window)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                if self._fail_closed:
+                    raise
+                log.warning(
+                    "rate limits: Redis is unreachable; counting in this process for %.0f s",
+                    REDIS_PAUSE_SECONDS,
+                )
+                self._paused_until = time.monotonic() + REDIS_PAUSE_SECONDS
+        return self._local.hit(key, window)
+
+
 @cache
 def counter() -> Counter:
-    return RedisCounter(settings.REDIS_URL) if settings.REDIS_URL else MemoryCounter()
+    if not settings.REDIS_URL:
+        return MemoryCounter()
+    return FallbackCounter(
+        RedisCounter(settings.REDIS_URL), fail_closed=settings.ARENA_RATE_LIMIT_FAIL == "closed"
+    )
 
 
 @dataclass(frozen=True)

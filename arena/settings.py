@@ -101,9 +101,18 @@ TEMPLATES = [
 DATABASE_URL = env_url("DATABASE_URL", schemes=("postgres", "postgresql", "sqlite"))
 if DATABASE_URL:
     try:
-        _db = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))
+        # Health checks: a kept connection that broke (the server restarted) is
+        # replaced at the next request instead of failing it.
+        _db = dj_database_url.parse(
+            DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0), conn_health_checks=True
+        )
     except Exception as exc:  # dj_database_url raises a bare ValueError
         raise ImproperlyConfigured(f"DATABASE_URL could not be parsed: {exc}") from None
+    if _db["ENGINE"].endswith("postgresql"):
+        # An unreachable server is an error in seconds, not a hung request.
+        _db.setdefault("OPTIONS", {})["connect_timeout"] = env_int(
+            "DB_CONNECT_TIMEOUT", 5, minimum=1
+        )
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(DATA_DIR / "arena.sqlite3")}
@@ -126,11 +135,28 @@ REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
 # list-based layer queues every message of a web process on one list, read
 # serially, and drops them silently once `capacity` is reached under load).
 ARENA_CHANNEL_LAYER = env_choice("ARENA_CHANNEL_LAYER", "pubsub", ("pubsub", "list"))
+# Redis clients fail fast and reconnect by themselves: a restarted Redis costs
+# a few seconds of live events, never a hung socket (README, "Abuse and faults").
+ARENA_REDIS_TIMEOUT = env_float("ARENA_REDIS_TIMEOUT", 2.0, minimum=0.1)
 if REDIS_URL and ARENA_CHANNEL_LAYER == "pubsub":
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_connect_timeout": ARENA_REDIS_TIMEOUT,
+                        # A dead subscriber connection is retried (and its
+                        # subscriptions renewed) within about a second.
+                        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.1), 2),
+                        "health_check_interval": 10,
+                    }
+                ]
+            },
         }
     }
 elif REDIS_URL:
@@ -153,9 +179,30 @@ ARENA_THREAD_WORKERS = env_int("ARENA_THREAD_WORKERS", 4, minimum=1)
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ACKS_LATE = True
+# Acknowledged on receipt. Late acks buy nothing here (an answer is claimed in
+# the database and the reaper fails one whose worker died) and they cost a
+# worker: when Redis goes away while a task is unacknowledged, kombu 5.7 tries
+# to restore it over the connection it has just dropped and the worker exits
+# ("Unrecoverable error: AttributeError ... 'hostname'"; tests/arena/test_faults_redis.py).
+CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker whose Redis went away waits for it and reconnects, however long.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": ARENA_REDIS_TIMEOUT,
+    "socket_keepalive": True,
+    "health_check_interval": 10,
+}
+# Queueing an answer while the broker is down fails within about a second:
+# the consumer fails the answer and tells the visitor (`unavailable`).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.3,
+    "interval_max": 0.5,
+}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"inference.tasks.generate_answer": {"queue": "generation"}}
 
@@ -246,6 +293,9 @@ ARENA_RATE_LIMITS = env_limits(
 ARENA_RATE_IP_FACTOR = env_int("ARENA_RATE_IP_FACTOR", 5, minimum=1)
 # Proxies whose X-Forwarded-For is believed (addresses or networks).
 ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES", [])
+# Redis configured but unreachable: "open" counts in each web process meanwhile
+# (limits still hold, per process); "closed" refuses counted actions (`unavailable`).
+ARENA_RATE_LIMIT_FAIL = env_choice("ARENA_RATE_LIMIT_FAIL", "open", ("open", "closed"))
 ARENA_MODERATION_BLOCKLIST = env_patterns_file("ARENA_MODERATION_BLOCKLIST")
 ARENA_MODERATION_URL = env_url("ARENA_MODERATION_URL", schemes=("http", "https"))
 ARENA_MODERATION_KEY_ENV = env_str("ARENA_MODERATION_KEY_ENV", "")
