@@ -2,14 +2,17 @@
 
     .venv/bin/python bench/load.py --battles 200 [--rate 20] [--tokens 60] [--workers 2]
     .venv/bin/python bench/load.py --sweep [--sizes 5,10,15,20,25,50,100,200,300,400]
+        [--server daphne|uvicorn] [--web-workers 1]
 
 Starts everything on loopback: a scratch PostgreSQL database
 (arena_bench_load_<pid> on the server of DATABASE_URL, default
 postgres://postgres@127.0.0.1:5432; dropped at the end), Redis database 11
 of REDIS_URL's server (never 0; flushed first and at the end), the token
 server (bench/tokenserver.py: every answer is `--tokens` tokens at `--rate`
-tokens/s), daphne, and `--workers` Celery workers on the HTTP-engine queue,
-their threads pools sized to 2 x N streams in all. It registers an endpoint
+tokens/s), the ASGI server (`--server`: daphne, or uvicorn as docker/compose.yml
+runs it; `--web-workers` processes on one listening socket), and `--workers`
+Celery workers on the HTTP-engine queue, their threads pools sized to 2 x N
+streams in all. It registers an endpoint
 on the token server and two contenders, then plays N battles at once, as
 many browsers would: GET / for the session cookie, a websocket, battle.start
 (anonymous: the pair is drawn by the product), `--opening` visitors at a
@@ -25,9 +28,11 @@ never answered); tokens emitted (the token server's count) against tokens
 delivered (reassembled from the gen.delta frames by offset); the added
 latency engine -> client of each token (the token's text carries the time
 the token server wrote it; the client takes the time it read the frame, same
-clock); CPU (% of one core, over the playing time) and peak RSS of daphne,
-the workers, the token server and this client. Targets (issue 7): 0 lost
-votes, delivered/emitted >= 0.999, added latency p99 < 100 ms. The product
+clock); CPU (% of one core, over the playing time, and CPU ms per token
+emitted, which a busy machine disturbs less than latency) and peak RSS of the
+web server, the workers, the token server and this client (the harness runs
+on uvloop when it is installed, to leave the CPU to the stack). Targets
+(issue 7): 0 lost votes, delivered/emitted >= 0.999, added latency p99 < 100 ms. The product
 coalesces tokens for up to ARENA_DELTA_INTERVAL_MS (default 40) into one
 delta by design, so that much of the latency is intended. `--sweep` raises N
 until a target breaks and names the breaking point. Every wait is bounded;
@@ -39,11 +44,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import http.client
 import json
 import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -62,7 +69,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.tokenserver import MODEL, percentile, tokens_parse  # noqa: E402
+from bench.tokenserver import MODEL, percentile, run, tokens_parse  # noqa: E402
 
 PROMPT = "Say something for the load benchmark."
 CHOICES = ("a", "b", "tie", "both_bad")
@@ -74,6 +81,13 @@ LATE_SECONDS = 5.0  # after the vote's acknowledgement, for frames still on thei
 LOCK_KEY = "arena-bench-load:lock"
 INBOX_KEYS = "asgispecific.*"  # channels_redis: prefix "asgi" + the process's channel prefix
 LOCK_SECONDS = 6 * 3600  # outlives any run; a crashed run's lock expires
+# uvicorn as docker/compose.yml runs it: uvloop, httptools, the websockets
+# library; no per-message deflate (a delta is ~150 bytes: compressing each one
+# costs more CPU than it saves on the wire).
+UVICORN_ARGS = [
+    "arena.asgi:application", "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
+    "--ws-per-message-deflate", "false", "--lifespan", "off", "--no-access-log",
+]  # fmt: skip
 
 
 def log(msg: str) -> None:
@@ -93,6 +107,8 @@ class LoadConfig:
     slack_seconds: float = 60.0  # beyond the answers' own duration
     idle_seconds: float = 15.0  # end the run once no client has heard anything for this long
     opening: int = 20  # visitors opening the page (GET /, websocket, battle.start) at once
+    server: str = "daphne"  # the ASGI server: daphne or uvicorn
+    web_workers: int = 1  # web server processes, sharing one listening socket
     progress: bool = True
     warmup: bool = True  # one unmeasured battle before each run
 
@@ -121,13 +137,20 @@ def redis_bench_url(redis_url: str | None, db: int) -> str:
 class Child:
     """A child process in its own process group, its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen(
                 argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, pass_fds=pass_fds,
             )  # fmt: skip
 
     def text(self) -> str:
@@ -212,6 +235,8 @@ class Stack:
         self.children: list[Child] = []
         self.workers: list[Child] = []
         self.url = ""
+        self.web: list[Child] = []
+        self.listener: socket.socket | None = None
         self.token_url = ""
         self.data_dir = Path(tempfile.mkdtemp(prefix="arena-load-"))
         self.db_created = False
@@ -258,8 +283,8 @@ class Stack:
         env.setdefault("ARENA_MODEL_CACHE", str(ROOT / "var" / "models"))
         return env
 
-    def _spawn(self, name: str, argv: list[str]) -> Child:
-        child = Child(name, argv, self._env(), self.config.log_dir)
+    def _spawn(self, name: str, argv: list[str], pass_fds: tuple[int, ...] = ()) -> Child:
+        child = Child(name, argv, self._env(), self.config.log_dir, pass_fds)
         self.children.append(child)
         return child
 
@@ -291,17 +316,35 @@ class Stack:
         )
         self.token_url = tokens.wait_for(r"listening on (http://\S+)", 30)[1]
         self._register(env)
-        port = _free_port()
-        daphne = self._spawn(
-            "daphne",
-            [py, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "arena.asgi:application"],
-        )
+        self._web_start()
+
+    def _web_start(self) -> None:
+        """The ASGI server: `web_workers` processes on one listening socket."""
+        config, py = self.config, sys.executable
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=2048)
+        port = self.listener.getsockname()[1]
+        fd = self.listener.fileno()
         self.url = f"http://127.0.0.1:{port}"
+        if config.server == "uvicorn":
+            argv = [py, "-m", "uvicorn", *UVICORN_ARGS, "--fd", str(fd)]
+            if config.web_workers > 1:
+                argv += ["--workers", str(config.web_workers)]
+            self.web = [self._spawn("web", argv, pass_fds=(fd,))]
+        else:
+            argv = [py, "-m", "daphne", "--fd", str(fd), "arena.asgi:application"]
+            self.web = [
+                self._spawn(f"web-{i}", argv, pass_fds=(fd,)) for i in range(config.web_workers)
+            ]
         deadline = time.monotonic() + 120
         while not _answers(self.url + "/healthz"):
-            if time.monotonic() > deadline or daphne.proc.poll() is not None:
-                raise RuntimeError(f"daphne did not start:\n{daphne.text()[-3000:]}")
+            dead = [web for web in self.web if web.proc.poll() is not None]
+            if time.monotonic() > deadline or dead:
+                web = (dead or self.web)[0]
+                raise RuntimeError(f"{config.server} did not start:\n{web.text()[-3000:]}")
             time.sleep(0.2)
+        if config.server == "uvicorn" and config.web_workers > 1:
+            # Its worker processes are up once each has logged its start.
+            self.web[0].wait_for(rf"(?s)(Started server process.*){{{config.web_workers}}}", 60)
 
     def _register(self, env: dict[str, str]) -> None:
         """The endpoint and two contenders, then the product's own health check."""
@@ -353,9 +396,14 @@ print("healthy" if report.healthy and all(ok for ok, _ in report.contenders.valu
 
     def monitor(self) -> Monitor:
         by_name = {c.name: c.proc.pid for c in self.children}
+        web = []
+        for child in self.web:
+            web.append(child.proc.pid)
+            with _gone():
+                web += [p.pid for p in psutil.Process(child.proc.pid).children(recursive=True)]
         return Monitor(
             {
-                "daphne": [by_name["daphne"]],
+                "web": web,
                 "workers": [w.proc.pid for w in self.workers],
                 "tokenserver": [by_name["tokenserver"]],
                 "client": [os.getpid()],
@@ -363,13 +411,20 @@ print("healthy" if report.healthy and all(ok for ok, _ in report.contenders.valu
         )
 
     def token_stats(self, reset: bool = False) -> dict[str, Any]:
-        root = self.token_url.removesuffix("/v1")
-        with httpx.Client(trust_env=False, timeout=10) as client:
-            if reset:
-                client.post(f"{root}/bench/reset").raise_for_status()
-            response = client.get(f"{root}/bench/stats")
-            response.raise_for_status()
-            return dict(response.json())
+        # http.client, not httpx: an httpx client builds an SSL context (tens of
+        # ms holding the GIL) that would stall this process's event loop.
+        parts = urlsplit(self.token_url)
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+        try:
+            for method, path in [("POST", "/bench/reset")] * reset + [("GET", "/bench/stats")]:
+                conn.request(method, path)
+                response = conn.getresponse()
+                body = response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"token server {path}: HTTP {response.status}")
+            return dict(json.loads(body))
+        finally:
+            conn.close()
 
     def inbox(self) -> int:
         """Messages waiting in the channel layer for daphne's sockets (channels_redis
@@ -412,7 +467,7 @@ print("healthy" if report.healthy and all(ok for ok, _ in report.contenders.valu
         """Play `battles` battles at once on fresh workers; the figures."""
         self.workers_start(2 * battles)
         try:
-            report = asyncio.run(_play(self, battles))
+            report = run(_play(self, battles))
             report.dropped = self.dropped()
             return report
         finally:
@@ -426,7 +481,9 @@ print("healthy" if report.healthy and all(ok for ok, _ in report.contenders.valu
                 child.stop()
             except Exception as exc:  # go on cleaning up the others
                 log(f"  could not stop {child.name}: {exc}")
-        self.children, self.workers = [], []
+        self.children, self.workers, self.web = [], [], []
+        if self.listener is not None:
+            self.listener.close()
         if self.db_created:
             try:
                 self._admin(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
@@ -449,14 +506,6 @@ def _answers(url: str) -> bool:
         return httpx.get(url, trust_env=False, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- one battle, as a browser plays it --------------------------------------
@@ -835,7 +884,7 @@ async def _watch(stack: Stack, tally: Tally, monitor: Monitor, n: int, started: 
             f"  [N={n} {printed - started:5.1f} s] open {tally.ready}/{n}, "
             f"streams {stats['active']}, answers {tally.answers_done}/{2 * n}, "
             f"votes {tally.votes_acked}/{n}, tokens {tally.tokens}/{stats['tokens_emitted']}, "
-            f"daphne inbox {inbox}" + (f", cpu {load}" if load else "")
+            f"web inbox {inbox}" + (f", cpu {load}" if load else "")
         )
 
 
@@ -906,7 +955,7 @@ def report_print(report: Report, config: LoadConfig) -> None:
         f"{r.server_lag_p99_ms:.1f} ms)"
     )
     log(
-        f"  channel layer: peak daphne inbox {r.peak_inbox} messages, {r.dropped} dropped "
+        f"  channel layer: peak web inbox {r.peak_inbox} messages, {r.dropped} dropped "
         f"over capacity; resyncs after a gap {r.resyncs}, answers seen finished only "
         f"through a resync {r.answers_resynced}"
     )
@@ -922,6 +971,16 @@ def report_print(report: Report, config: LoadConfig) -> None:
         + ", ".join(f"{k} {v:.0f} MB" for k, v in r.peak_rss_mb.items())
         + f"; PostgreSQL connections at most {r.peak_db}"
     )
+    if r.tokens_emitted:
+        # CPU time per token: steadier than latency on a shared machine.
+        per_token = {
+            k: 10 * v * r.wall_seconds / r.tokens_emitted for k, v in r.cpu_percent.items()
+        }
+        log(
+            "  cpu ms per token (all work while playing / tokens emitted) "
+            + ", ".join(f"{k} {v:.3f}" for k, v in per_token.items())
+            + f"; total {sum(per_token.values()):.3f}"
+        )
     log(
         f"  wall {r.wall_seconds:.1f} s playing (+{r.setup_seconds:.1f} s opening); "
         f"load average {r.loadavg[0]:.2f} {r.loadavg[1]:.2f} {r.loadavg[2]:.2f}"
@@ -933,7 +992,7 @@ def report_print(report: Report, config: LoadConfig) -> None:
 def table_print(rows: list[tuple[int, Report]]) -> None:
     heads = (
         "N", "voted", "lost", "emitted", "ratio", "p50 ms", "p99 ms", "streams",
-        "daphne%", "workers%", "tokens%", "client%", "RSS MB", "wall s", "load1",
+        "web%", "workers%", "tokens%", "client%", "RSS MB", "wall s", "load1",
     )  # fmt: skip
     log("  ".join(f"{h:>8}" for h in heads))
     for n, r in rows:
@@ -941,7 +1000,7 @@ def table_print(rows: list[tuple[int, Report]]) -> None:
         cells = (
             n, r.voted, r.votes_lost, r.tokens_emitted, f"{r.ratio:.4f}",
             f"{r.latency_ms['p50']:.1f}", f"{r.latency_ms['p99']:.1f}", r.peak_streams,
-            *(f"{r.cpu_percent.get(k, 0):.0f}" for k in ("daphne", "workers", "tokenserver")),
+            *(f"{r.cpu_percent.get(k, 0):.0f}" for k in ("web", "workers", "tokenserver")),
             f"{r.cpu_percent.get('client', 0):.0f}", f"{rss:.0f}", f"{r.wall_seconds:.1f}",
             f"{r.loadavg[0]:.2f}",
         )  # fmt: skip
@@ -971,10 +1030,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--opening", type=int, default=20, help="visitors opening the page at the same moment"
     )
+    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
+    parser.add_argument(
+        "--web-workers", type=int, default=1, help="web server processes on one socket"
+    )
     parser.add_argument("--no-warmup", action="store_true", help="measure cold processes too")
     args = parser.parse_args(argv)
-    if args.battles < 1 or args.workers < 1 or args.tokens < 1 or args.rate <= 0:
-        parser.error("--battles, --workers, --tokens and --rate must be positive")
+    if min(args.battles, args.workers, args.web_workers, args.tokens) < 1 or args.rate <= 0:
+        parser.error("--battles, --workers, --web-workers, --tokens and --rate must be positive")
     config = LoadConfig(
         rate=args.rate,
         tokens=args.tokens,
@@ -984,19 +1047,25 @@ def main(argv: list[str] | None = None) -> int:
         redis_url=redis_bench_url(os.environ.get("REDIS_URL"), args.redis_db),
         warmup=not args.no_warmup,
         opening=args.opening,
+        server=args.server,
+        web_workers=args.web_workers,
     )
     sizes = sorted({int(s) for s in args.sizes.split(",")}) if args.sweep else [args.battles]
     _stop_on_sigterm()
     log(
         f"load: {'sweep ' + str(sizes) if args.sweep else str(args.battles) + ' battles'}, "
         f"2 answers each of {config.tokens} tokens at {config.rate:g} tokens/s, "
-        f"{config.workers} worker(s), delta window {config.delta_ms:g} ms, "
+        f"{config.server} x {config.web_workers}, {config.workers} worker(s), "
+        f"delta window {config.delta_ms:g} ms, "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
     )
     rows: list[tuple[int, Report]] = []
     breaking: int | None = None
     with Stack(config) as stack:
-        log(f"  stack up: daphne {stack.url}, token server {stack.token_url}, database {stack.db}")
+        log(
+            f"  stack up: {config.server} x {config.web_workers} {stack.url}, token server"
+            f" {stack.token_url}, database {stack.db}"
+        )
         for n in sizes:
             log(f"N = {n}: {n} battles, {2 * n} streams")
             report = stack.run(n)
