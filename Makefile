@@ -53,7 +53,8 @@ test: $(VENV)/.dev chromium lint
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) ARENA_DATA_DIR=$(CURDIR)/var/test-services ARENA_MODEL_CACHE=$(CURDIR)/var/models \
 		$(BIN)/pytest $(PYTEST_ARGS) tests/arena tests/inference tests/e2e tests/test_settings.py \
 		tests/ratings/test_leaderboard.py tests/ratings/test_import.py tests/ratings/test_refresh.py \
-		tests/ratings/test_export.py tests/ratings/test_rag_quality.py tests/test_load.py
+		tests/ratings/test_export.py tests/ratings/test_rag_quality.py \
+		tests/ratings/test_dedup.py tests/ratings/test_admin.py tests/test_load.py
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/engine.py

@@ -232,6 +232,9 @@ ARENA_REAPER = env_bool("ARENA_REAPER", True)
 
 ARENA_MIN_VOTES = env_int("ARENA_MIN_VOTES", 50, minimum=1)  # fewer: provisional
 ARENA_DAILY_VOTE_CAP = env_int("ARENA_DAILY_VOTE_CAP", 200, minimum=1)
+# Prompt de-duplication (as LMArena): of a first prompt asked more often than
+# this, only this many of its votes (a fixed, hash-chosen sample) count.
+ARENA_DEDUP_THRESHOLD = env_int("ARENA_DEDUP_THRESHOLD", 50, minimum=1)
 ARENA_LEADERBOARD_EVERY = env_int("ARENA_LEADERBOARD_EVERY", 50, minimum=1)  # votes per refresh
 ARENA_LEADERBOARD_MINUTES = env_int("ARENA_LEADERBOARD_MINUTES", 10, minimum=1)
 ARENA_EXPORT_LICENCE = env_str("ARENA_EXPORT_LICENCE", "")  # written into dataset cards

@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from arena.models import Answer, Battle, Side, Turn, Vote
 from inference.models import Contender, Engine
+from ratings.dedup import vote_prompt_keys
 from ratings.importer import Record, RowError, records_read
-from ratings.models import VoteCategory, VoteStyle
+from ratings.models import VoteCategory, VotePrompt, VoteStyle
 
 BATCH = 5000
 
@@ -68,6 +69,13 @@ def _battle(record: Record, source: str, a: int, b: int) -> tuple[Battle, Turn]:
             )
     assert turn is not None
     return battle, turn
+
+
+def _first_prompt(record: Record) -> str:
+    if not (record.conversation_a and record.conversation_b):
+        return ""
+    users = [m["content"] for m in record.conversation_a if m["role"] == "user"]
+    return users[0] if users and users[0].strip() else ""
 
 
 def _prefix_through_user(conv: list[dict[str, str]], index: int) -> list[dict[str, str]]:
@@ -155,4 +163,11 @@ def _write(batch: list[Record], source: str, cache: dict[str, int], report: Impo
         if record.style
     ]
     VoteStyle.objects.bulk_create(styles, batch_size=5000)
+    # Only votes that came with their conversation have a prompt to de-duplicate.
+    prompts = [
+        VotePrompt(vote_id=vote.pk, **vote_prompt_keys(vote.pk, first))
+        for vote, record in zip(created, fresh.values(), strict=True)
+        if (first := _first_prompt(record))
+    ]
+    VotePrompt.objects.bulk_create(prompts, batch_size=5000)
     report.added += len(created)

@@ -36,12 +36,42 @@ class VoteStyle(models.Model):
         return f"style of vote {self.vote_id}"
 
 
+class VotePrompt(models.Model):
+    """The first prompt of a vote's conversation, normalised and hashed, for
+    prompt de-duplication: of a prompt asked more than ARENA_DEDUP_THRESHOLD
+    times, only a fixed hash-chosen sample of that many votes counts when the
+    leaderboard de-duplicates. Votes imported without text have no row."""
+
+    vote = models.OneToOneField(Vote, on_delete=models.CASCADE, related_name="prompt")
+    prompt_hash = models.CharField(max_length=64, help_text="SHA-256 of the normalised prompt.")
+    # Orders a prompt's votes for the sample: a hash of (prompt, vote), so the
+    # same votes are kept on every refresh and on every database.
+    sample_key = models.CharField(max_length=16)
+    duplicate = models.BooleanField(
+        default=False, help_text="Beyond its prompt's sample: left out when de-duplicating."
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["prompt_hash", "sample_key"]),
+            models.Index(
+                fields=["duplicate"],
+                condition=models.Q(duplicate=True),
+                name="voteprompt_duplicate",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"prompt {self.prompt_hash[:10]} of vote {self.vote_id}"
+
+
 class Snapshot(models.Model):
     """A computed leaderboard, kept so pages read instead of refitting."""
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     category = models.CharField(max_length=80, blank=True)
     style_control = models.BooleanField(default=False)
+    dedup = models.BooleanField(default=True, help_text="Frequent prompts down-sampled.")
     ci = models.CharField(max_length=10, default="sandwich")
     votes = models.PositiveIntegerField()
     seconds = models.FloatField(help_text="Time to aggregate and fit.")

@@ -11,7 +11,7 @@ from django.db.models import Count, QuerySet
 from arena.models import Vote
 from inference.models import Contender
 from ratings.bt import A_WINS, B_WINS, BOTH_BAD, TIE, PairTable
-from ratings.models import Snapshot, VoteCategory
+from ratings.models import Snapshot, VoteCategory, VotePrompt
 
 OUTCOME: dict[str, int] = {
     Vote.Choice.A: A_WINS,
@@ -27,6 +27,7 @@ class VoteFilter:
     sources: tuple[str, ...] | None = None  # None: every source
     include_flagged: bool = False  # over-cap and identity-leak votes
     include_named: bool = False  # votes cast with the names visible
+    dedup: bool = True  # leave out over-frequent prompts' votes beyond their sample
 
     def queryset(self) -> QuerySet[Vote]:
         votes = Vote.objects.all()
@@ -36,6 +37,10 @@ class VoteFilter:
             votes = votes.filter(over_cap=False, identity_leak=False)
         if self.sources is not None:
             votes = votes.filter(source__in=self.sources)
+        if self.dedup:
+            votes = votes.exclude(
+                id__in=VotePrompt.objects.filter(duplicate=True).values("vote_id")
+            )
         if self.category:
             votes = votes.filter(
                 id__in=VoteCategory.objects.filter(name=self.category).values("vote_id")
@@ -119,8 +124,12 @@ def style_rows_get(vote_filter: VoteFilter) -> StyleRows:
     )
 
 
-def snapshot_latest(*, category: str, style_control: bool, ci: str) -> Snapshot | None:
-    return Snapshot.objects.filter(category=category, style_control=style_control, ci=ci).first()
+def snapshot_latest(
+    *, category: str, style_control: bool, ci: str, dedup: bool = True
+) -> Snapshot | None:
+    return Snapshot.objects.filter(
+        category=category, style_control=style_control, ci=ci, dedup=dedup
+    ).first()
 
 
 def categories_available() -> list[tuple[str, int]]:

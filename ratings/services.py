@@ -11,15 +11,18 @@ from typing import Any, Literal
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, F, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from arena.models import Vote
 from inference.models import Contender
 from ratings.bt import bt_board
 from ratings.categories import conversation_categories
+from ratings.dedup import vote_prompt_keys
 from ratings.hygiene import identity_leak, identity_pattern, outlier_p_values
 from ratings.matrices import expected_win_rate, win_rate_matrices
-from ratings.models import FlaggedVoter, Snapshot, VoteCategory, VoteStyle
+from ratings.models import FlaggedVoter, Snapshot, VoteCategory, VotePrompt, VoteStyle
 from ratings.selectors import OUTCOME, VoteFilter, pair_counts_get, style_rows_get
 from ratings.style import STYLE_FEATURES, markdown_counts, style_control_fit, style_features
 
@@ -36,7 +39,10 @@ def vote_annotate(
     tokens_b: int,
 ) -> None:
     """What the leaderboard needs of a fresh vote: categories, the answers'
-    style counts, the identity-leak flag and the daily-cap flag."""
+    style counts, the prompt's de-duplication key, the identity-leak flag and
+    the daily-cap flag."""
+    if prompts and prompts[0].strip():
+        VotePrompt.objects.create(vote=vote, **vote_prompt_keys(vote.pk, prompts[0]))
     VoteCategory.objects.bulk_create(
         [VoteCategory(vote=vote, name=n) for n in sorted(conversation_categories(prompts))]
     )
@@ -66,6 +72,30 @@ def vote_annotate(
         )
 
 
+def prompts_dedup_mark(*, threshold: int | None = None) -> int:
+    """Mark the votes of over-frequent prompts beyond each prompt's sample of
+    `threshold` votes as duplicates (and unmark the rest): a few UPDATEs in
+    SQL, never a loop over votes. Returns how many votes are marked."""
+    limit = settings.ARENA_DEDUP_THRESHOLD if threshold is None else threshold
+    frequent = (
+        VotePrompt.objects.order_by()
+        .values("prompt_hash")
+        .annotate(n=Count("id"))
+        .filter(n__gt=limit)
+        .values("prompt_hash")
+    )
+    ranked = VotePrompt.objects.filter(prompt_hash__in=frequent).annotate(
+        position=Window(
+            RowNumber(), partition_by=[F("prompt_hash")], order_by=F("sample_key").asc()
+        )
+    )
+    beyond = ranked.filter(position__gt=limit).values("id")
+    with transaction.atomic():
+        VotePrompt.objects.filter(duplicate=True).exclude(id__in=beyond).update(duplicate=False)
+        VotePrompt.objects.filter(duplicate=False, id__in=beyond).update(duplicate=True)
+        return VotePrompt.objects.filter(duplicate=True).count()
+
+
 def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 4)
 
@@ -75,13 +105,14 @@ def leaderboard_compute(
     category: str = "",
     style_control: bool = False,
     ci: CI = "sandwich",
+    dedup: bool = True,
     vote_filter: VoteFilter | None = None,
     rounds: int = 100,
     save: bool = True,
 ) -> Snapshot:
     """Aggregate in SQL, fit, and keep the result as a snapshot."""
     started = time.perf_counter()
-    vf = vote_filter or VoteFilter(category=category)
+    vf = vote_filter or VoteFilter(category=category, dedup=dedup)
     agg = pair_counts_get(vf)
     total = int(agg.table.count.sum())
     extra: dict[str, Any] = {}
@@ -151,6 +182,7 @@ def leaderboard_compute(
     snapshot = Snapshot(
         category=category,
         style_control=style_control,
+        dedup=vf.dedup,
         ci=ci,
         votes=total,
         seconds=time.perf_counter() - started,
@@ -164,9 +196,12 @@ def leaderboard_compute(
 
 def snapshots_refresh() -> list[Snapshot]:
     """The boards pages read most: overall, with and without style control,
-    and every category with enough votes."""
+    and every category with enough votes, all de-duplicated (the marks are
+    brought up to date first; a board without de-duplication is computed
+    when asked for)."""
     from ratings.selectors import categories_available
 
+    prompts_dedup_mark()
     out = [
         leaderboard_compute(),
         leaderboard_compute(style_control=True),

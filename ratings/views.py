@@ -44,6 +44,8 @@ CSV_FIELDS = [
 def _board(request: HttpRequest) -> tuple[Snapshot, dict[str, Any]]:
     category = request.GET.get("category", "")
     style = request.GET.get("style") in ("1", "true", "on")
+    # On unless asked off; the form sends a hidden dedup=0 before the checkbox.
+    dedup = (request.GET.getlist("dedup") or ["1"])[-1] in ("1", "true", "on")
     ci = request.GET.get("ci", "sandwich")
     if ci not in ("sandwich", "bootstrap"):
         ci = "sandwich"
@@ -52,12 +54,12 @@ def _board(request: HttpRequest) -> tuple[Snapshot, dict[str, Any]]:
         raise Http404("No such category.")
     sources = tuple(request.GET.getlist("source"))
     snapshot: Snapshot | None
-    if sources:  # a custom selection of sources is computed, not kept
+    if sources or not dedup:  # custom selections are computed, not kept
         snapshot = leaderboard_compute(
             category=category,
             style_control=style,
             ci=ci,  # type: ignore[arg-type]
-            vote_filter=VoteFilter(category=category, sources=sources),
+            vote_filter=VoteFilter(category=category, sources=sources or None, dedup=dedup),
             save=False,
         )
     else:
@@ -68,6 +70,7 @@ def _board(request: HttpRequest) -> tuple[Snapshot, dict[str, Any]]:
     options = {
         "category": category,
         "style": style,
+        "dedup": dedup,
         "ci": ci,
         "categories": known,
         "sources": sources,
@@ -110,6 +113,7 @@ def leaderboard_json(request: HttpRequest) -> JsonResponse:
             "computed_at": snapshot.created_at.isoformat() if snapshot.created_at else None,
             "category": options["category"],
             "style_control": options["style"],
+            "dedup": options["dedup"],
             "ci": options["ci"],
             "votes": snapshot.votes,
             "rows": rows_with_rag(snapshot.rows),
@@ -169,7 +173,9 @@ def contender_page(request: HttpRequest, name: str) -> HttpResponse:
 
 def _elo_trend(name: str, options: dict[str, Any], points: int = 60) -> str:
     """Online Elo of one contender after each slice of the votes, oldest first."""
-    vote_filter = VoteFilter(category=options["category"], sources=options["sources"] or None)
+    vote_filter = VoteFilter(
+        category=options["category"], sources=options["sources"] or None, dedup=options["dedup"]
+    )
     seq = vote_sequence_get(vote_filter)
     if name not in seq.names or seq.a.size < 2:
         return ""
