@@ -220,12 +220,23 @@ def base_linear_modules(model_dir: str) -> frozenset[str]:
 
 def adapter_archive_extract(archive: IO[bytes], dest: Path, *, max_bytes: int) -> Path:
     """Unpack an uploaded .zip of an adapter folder into `dest` (which must not
-    exist), refusing anything unsafe. Files may sit at the top of the archive
-    or in one folder. Returns `dest`; raises AdapterInvalid."""
+    exist), refusing anything unsafe: an upload or unpacked size over
+    `max_bytes`, another archive type, absolute or `..` paths, links. Files
+    may sit at the top of the archive or in one folder. Returns `dest`;
+    raises AdapterInvalid."""
+    archive.seek(0, 2)
+    uploaded = archive.tell()
+    archive.seek(0)
+    if uploaded > max_bytes:
+        raise AdapterInvalid(
+            [f"The upload is {_megabytes(uploaded)}; the limit is {_megabytes(max_bytes)}."]
+        )
     try:
         zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile:
-        raise AdapterInvalid(["The upload is not a .zip file."]) from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile):
+        raise AdapterInvalid(
+            ["The upload is not a .zip file (tar and other archives are not accepted)."]
+        ) from None
     with zf:
         members = [m for m in zf.infolist() if not m.is_dir()]
         if not members:
@@ -245,12 +256,15 @@ def adapter_archive_extract(archive: IO[bytes], dest: Path, *, max_bytes: int) -
         tmp = dest.with_name(dest.name + ".part")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        root = tmp.resolve()
         try:
             for member in members:
                 relative = PurePosixPath(member.filename).relative_to(prefix)
                 if relative.parts and relative.parts[0] == "__MACOSX":
                     continue
                 target = tmp.joinpath(*relative.parts)
+                if not target.resolve().is_relative_to(root):  # belt and braces
+                    raise AdapterInvalid([f"The archive holds an unsafe path: {member.filename}."])
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(member) as source, target.open("wb") as out:
                     shutil.copyfileobj(source, out)
@@ -259,6 +273,10 @@ def adapter_archive_extract(archive: IO[bytes], dest: Path, *, max_bytes: int) -
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return dest
+
+
+def _megabytes(n: int) -> str:
+    return f"{round(n / 2**20, 1):g} MB"
 
 
 def _common_folder(names: list[PurePosixPath]) -> PurePosixPath:

@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import stat
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -105,15 +106,27 @@ def test_weights_that_contradict_the_config_are_refused(
 # --- uploads ----------------------------------------------------------------------------
 
 
-def _zip(files: dict[str, bytes], symlink: str | None = None) -> io.BytesIO:
+def _zip(files: dict[str, bytes], symlink: str | None = None, comment: bytes = b"") -> io.BytesIO:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
+        zf.comment = comment
         for name, data in files.items():
             zf.writestr(name, data)
         if symlink:
             info = zipfile.ZipInfo(symlink)
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             zf.writestr(info, "/etc/passwd")
+    buffer.seek(0)
+    return buffer
+
+
+def _tar(files: dict[str, bytes]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     return buffer
 
@@ -133,10 +146,19 @@ def test_an_uploaded_zip_unpacks_from_its_one_folder(tmp_path: Path) -> None:
         (_zip({"adapter_model.safetensors": b"0" * 3_000_000}), "limit is 2 MB"),
         (io.BytesIO(b"not a zip"), "not a .zip"),
         (_zip({}), "empty"),
+        # Zip slip through a folder, a Windows separator, a link to a folder.
+        (_zip({"pirate/../../evil/adapter_config.json": b"{}"}), "unsafe path"),
+        (_zip({"..\\evil\\adapter_config.json": b"{}"}), "unsafe path"),
+        (_zip({"pirate/adapter_config.json": b"{}"}, symlink="pirate/weights"), "symbolic"),
+        # The upload itself is over the limit, however small it unpacks.
+        (_zip({"adapter_config.json": b"{}"}, comment=b"x" * 60_000), "upload is 0.1 MB"),
+        (_tar({"adapter_config.json": b"{}"}), "tar and other archives are not accepted"),
     ],
 )
 def test_unsafe_uploads_are_refused(tmp_path: Path, archive: io.BytesIO, reason: str) -> None:
+    limit = 50_000 if "upload is" in reason else 2 * 2**20
     with pytest.raises(AdapterInvalid, match=reason):
-        adapter_archive_extract(archive, tmp_path / "out", max_bytes=2 * 2**20)
+        adapter_archive_extract(archive, tmp_path / "out", max_bytes=limit)
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing written, not even a part
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "evil").exists()
