@@ -1,6 +1,9 @@
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from arena.models import Answer, ApiToken, Battle, Turn, Vote
 
@@ -28,6 +31,26 @@ class AnswerAdmin(admin.ModelAdmin):
     readonly_fields = ("messages", "params", "created_at", "started_at", "finished_at")
 
 
+class FlaggedVoterFilter(admin.SimpleListFilter):
+    """Votes of visitors the outlier test flagged (ratings.FlaggedVoter)."""
+
+    title = "voter flagged as an outlier"
+    parameter_name = "flagged_voter"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Vote]) -> QuerySet[Vote]:
+        from ratings.models import FlaggedVoter
+
+        flagged = FlaggedVoter.objects.values("session_key")
+        if self.value() == "yes":
+            return queryset.filter(session_key__in=flagged)
+        if self.value() == "no":
+            return queryset.exclude(session_key__in=flagged)
+        return queryset
+
+
 @admin.register(Vote)
 class VoteAdmin(admin.ModelAdmin):
     list_display = (
@@ -38,11 +61,34 @@ class VoteAdmin(admin.ModelAdmin):
         "anonymous",
         "source",
         "identity_leak",
+        "leak_evidence",
         "over_cap",
+        "voter",
         "created_at",
     )
-    list_filter = ("choice", "anonymous", "source", "identity_leak", "over_cap")
+    list_filter = (
+        "choice",
+        "anonymous",
+        "source",
+        "identity_leak",
+        "over_cap",
+        FlaggedVoterFilter,
+    )
+    search_fields = ("session_key", "leak_evidence", "external_id")
     readonly_fields = ("session_key", "leak_evidence")
+
+    @admin.display(description="voter")
+    def voter(self, obj: Vote) -> str:
+        """The voter's other votes (the changelist filtered by session)."""
+        if not obj.session_key:
+            return "-"
+        url = (
+            reverse("admin:arena_vote_changelist")
+            + "?"
+            + urlencode({"session_key": obj.session_key})
+        )
+        return format_html('<a href="{}">{}…</a>', url, obj.session_key[:8])
+
     actions = ["export_trl", "export_arena"]
 
     def _export(self, queryset: QuerySet[Vote], fmt: str) -> HttpResponse:

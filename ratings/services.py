@@ -238,13 +238,21 @@ def voters_flag_outliers(*, threshold: float = 1e-4, min_votes: int = 10) -> int
         np.array(voter), np.array(pair), np.array(outcome), len(voters), min_votes=min_votes
     )
     flagged = 0
+    voter_arr, choices = np.array(voter), np.array([r[3] for r in rows])
     with transaction.atomic():
         for i, key in enumerate(voters):
             if math.isfinite(p[i]) and p[i] < threshold:
-                n = int(np.sum(np.array(voter) == i))
+                mine = voter_arr == i
+                n = int(mine.sum())
+                names, counts = np.unique(choices[mine], return_counts=True)
+                evidence = {
+                    "test": "fisher",
+                    "threshold": threshold,
+                    "choices": {str(c): int(k) for c, k in zip(names, counts, strict=True)},
+                }
                 FlaggedVoter.objects.update_or_create(
                     session_key=key,
-                    defaults={"votes": n, "p_value": float(p[i]), "evidence": {"test": "fisher"}},
+                    defaults={"votes": n, "p_value": float(p[i]), "evidence": evidence},
                 )
                 flagged += 1
     return flagged
