@@ -1,4 +1,6 @@
+import logging
 import os
+import threading
 
 from django.core.asgi import get_asgi_application
 
@@ -16,6 +18,20 @@ from inference.engines import engine_preload  # noqa: E402
 
 if settings.ARENA_TASKS == "thread":
     engine_preload()
+
+
+def _warm_up() -> None:
+    """Load what the first vote would otherwise wait for (py3langid's model,
+    for the vote's language category), beside the server's start-up."""
+    from ratings.categories import language_warm
+
+    try:
+        language_warm()
+    except Exception:  # a slower first vote, not a server that will not start
+        logging.getLogger(__name__).exception("warm-up failed")
+
+
+threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
 
 application = ProtocolTypeRouter(
     {

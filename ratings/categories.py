@@ -39,6 +39,12 @@ _IMPORTED_FLAGS = {
 }
 
 
+def language_warm() -> None:
+    """Load py3langid's model (about 0.7 s on first use) so the first vote
+    does not wait for it; the web process calls this at start-up."""
+    language_of("warm up the language model")
+
+
 def language_of(text: str) -> str | None:
     import py3langid
 
