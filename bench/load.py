@@ -83,10 +83,12 @@ INBOX_KEYS = "asgispecific.*"  # channels_redis: prefix "asgi" + the process's c
 LOCK_SECONDS = 6 * 3600  # outlives any run; a crashed run's lock expires
 # uvicorn as docker/compose.yml runs it: uvloop, httptools, the websockets
 # library; no per-message deflate (a delta is ~150 bytes: compressing each one
-# costs more CPU than it saves on the wire).
+# costs more CPU than it saves on the wire); X-Forwarded-For left to the
+# product (ARENA_TRUSTED_PROXIES), as under daphne.
 UVICORN_ARGS = [
     "arena.asgi:application", "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
     "--ws-per-message-deflate", "false", "--lifespan", "off", "--no-access-log",
+    "--no-proxy-headers",
 ]  # fmt: skip
 
 
