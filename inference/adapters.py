@@ -235,7 +235,7 @@ def adapter_archive_extract(archive: IO[bytes], dest: Path, *, max_bytes: int) -
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, zipfile.LargeZipFile):
         raise AdapterInvalid(
-            ["The upload is not a .zip file (tar and other archives are not accepted)."]
+            ["The upload is not a .zip file. Tar and other archives are not accepted."]
         ) from None
     with zf:
         members = [m for m in zf.infolist() if not m.is_dir()]
