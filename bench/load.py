@@ -205,7 +205,9 @@ class Monitor:
         for proc in self.procs[name]:
             with _gone():
                 times = proc.cpu_times()
-                total += times.user + times.system
+                # The servers' short-lived children (PostgreSQL backends) count
+                # once they are reaped.
+                total += times.user + times.system + times.children_user + times.children_system
         return total
 
     def begin(self) -> None:
@@ -405,6 +407,12 @@ print("healthy" if report.healthy and all(ok for ok, _ in report.contenders.valu
                 web += [p.pid for p in psutil.Process(child.proc.pid).children(recursive=True)]
         return Monitor(
             {
+                **_servers(
+                    {
+                        "postgres": urlsplit(self.config.pg_server).port or 5432,
+                        "redis": urlsplit(self.config.redis_url).port or 6379,
+                    }
+                ),
                 "web": web,
                 "workers": [w.proc.pid for w in self.workers],
                 "tokenserver": [by_name["tokenserver"]],
@@ -446,6 +454,18 @@ print("healthy" if report.healthy and all(ok for ok, _ in report.contenders.valu
         with psycopg.connect(f"{self.config.pg_server}/postgres", autocommit=True) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (self.db,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def db_sessions(self) -> int:
+        """Sessions ever opened on the scratch database (PostgreSQL forks a
+        backend for each: connection churn costs the server CPU)."""
+        import psycopg
+
+        with psycopg.connect(f"{self.config.pg_server}/postgres", autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute(
+                "SELECT sessions FROM pg_stat_database WHERE datname = %s", (self.db,)
             ).fetchone()
         return int(row[0]) if row else 0
 
@@ -501,6 +521,21 @@ print("healthy" if report.healthy and all(ok for ok, _ in report.contenders.valu
         for path in sorted(self.data_dir.rglob("*"), reverse=True):
             path.unlink() if not path.is_dir() else path.rmdir()
         self.data_dir.rmdir()
+
+
+def _servers(ports: dict[str, int]) -> dict[str, list[int]]:
+    """The PostgreSQL postmaster and redis-server listening on these ports, if
+    they can be seen (shared with whatever else uses them: quiet-machine figures)."""
+    found: dict[str, list[int]] = {}
+    for proc in psutil.process_iter(["name", "ppid"]):
+        if proc.info["name"] not in ("postgres", "postmaster", "redis-server"):
+            continue
+        with _gone():
+            listening = {c.laddr.port for c in proc.net_connections("inet") if c.status == "LISTEN"}
+            for name, port in ports.items():
+                if port in listening:
+                    found.setdefault(name, []).append(proc.pid)
+    return found
 
 
 def _answers(url: str) -> bool:
@@ -745,6 +780,7 @@ class Report:
     dropped: int = 0  # group_send messages the channel layer dropped (workers' logs)
     peak_inbox: int = 0  # most messages waiting for daphne in the channel layer
     peak_db: int = 0  # most connections to the scratch database (sampled every 0.5 s)
+    db_sessions: int = 0  # connections opened to it while playing
     latency_ms: dict[str, float] = field(default_factory=dict)
     peak_streams: int = 0
     server_lag_p99_ms: float = float("nan")
@@ -800,6 +836,7 @@ async def _play(stack: Stack, n: int) -> Report:
         log(f"  only {tally.ready}/{n} battles open after {config.setup_seconds:g} s; going on")
         tally.go.set()
     setup = time.monotonic() - started
+    sessions = await asyncio.to_thread(stack.db_sessions)
     monitor.begin()
     played = time.monotonic()
     if await _settle(tasks, tally, played + stream_seconds, config):
@@ -824,6 +861,9 @@ async def _play(stack: Stack, n: int) -> Report:
     report = _report(battles, stats, in_db, monitor, cpu, setup, wall)
     report.peak_inbox = tally.peak_inbox
     report.peak_db = tally.peak_db
+    # PostgreSQL's statistics reach pg_stat_database with a delay of up to a second.
+    await asyncio.sleep(1.5)
+    report.db_sessions = await asyncio.to_thread(stack.db_sessions) - sessions
     return report
 
 
@@ -971,7 +1011,7 @@ def report_print(report: Report, config: LoadConfig) -> None:
         + ", ".join(f"{k} {v:.0f}%" for k, v in r.cpu_percent.items())
         + "; peak RSS "
         + ", ".join(f"{k} {v:.0f} MB" for k, v in r.peak_rss_mb.items())
-        + f"; PostgreSQL connections at most {r.peak_db}"
+        + f"; PostgreSQL connections at most {r.peak_db}, {r.db_sessions} opened while playing"
     )
     if r.tokens_emitted:
         # CPU time per token: steadier than latency on a shared machine.
@@ -994,16 +1034,17 @@ def report_print(report: Report, config: LoadConfig) -> None:
 def table_print(rows: list[tuple[int, Report]]) -> None:
     heads = (
         "N", "voted", "lost", "emitted", "ratio", "p50 ms", "p99 ms", "streams",
-        "web%", "workers%", "tokens%", "client%", "RSS MB", "wall s", "load1",
+        "web%", "workers%", "tokens%", "client%", "pg%", "redis%", "RSS MB", "wall s", "load1",
     )  # fmt: skip
     log("  ".join(f"{h:>8}" for h in heads))
     for n, r in rows:
-        rss = sum(v for k, v in r.peak_rss_mb.items() if k != "client")
+        rss = sum(r.peak_rss_mb.get(k, 0) for k in ("web", "workers", "tokenserver"))
         cells = (
             n, r.voted, r.votes_lost, r.tokens_emitted, f"{r.ratio:.4f}",
             f"{r.latency_ms['p50']:.1f}", f"{r.latency_ms['p99']:.1f}", r.peak_streams,
             *(f"{r.cpu_percent.get(k, 0):.0f}" for k in ("web", "workers", "tokenserver")),
-            f"{r.cpu_percent.get('client', 0):.0f}", f"{rss:.0f}", f"{r.wall_seconds:.1f}",
+            *(f"{r.cpu_percent.get(k, 0):.0f}" for k in ("client", "postgres", "redis")),
+            f"{rss:.0f}", f"{r.wall_seconds:.1f}",
             f"{r.loadavg[0]:.2f}",
         )  # fmt: skip
         log("  ".join(f"{c!s:>8}" for c in cells))
