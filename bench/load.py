@@ -194,8 +194,9 @@ class _gone:
 class Monitor:
     """CPU seconds and peak RSS of named groups of processes."""
 
-    def __init__(self, groups: dict[str, list[int]]) -> None:
+    def __init__(self, groups: dict[str, list[int]], servers: tuple[str, ...] = ()) -> None:
         self.procs = {name: [psutil.Process(pid) for pid in pids] for name, pids in groups.items()}
+        self.servers = servers  # groups whose child processes count too
         self.peak_rss: dict[str, float] = dict.fromkeys(groups, 0.0)
         self.cpu0: dict[str, float] = {}
         self.t0 = time.monotonic()
@@ -205,9 +206,14 @@ class Monitor:
         for proc in self.procs[name]:
             with _gone():
                 times = proc.cpu_times()
-                # The servers' short-lived children (PostgreSQL backends) count
-                # once they are reaped.
-                total += times.user + times.system + times.children_user + times.children_system
+                total += times.user + times.system
+                if name in self.servers:
+                    # PostgreSQL's backends: those reaped, and those still alive.
+                    total += times.children_user + times.children_system
+                    for child in proc.children():
+                        with _gone():
+                            child_times = child.cpu_times()
+                            total += child_times.user + child_times.system
         return total
 
     def begin(self) -> None:
@@ -417,7 +423,8 @@ print("healthy" if report.healthy and all(ok for ok, _ in report.contenders.valu
                 "workers": [w.proc.pid for w in self.workers],
                 "tokenserver": [by_name["tokenserver"]],
                 "client": [os.getpid()],
-            }
+            },
+            servers=("postgres", "redis"),
         )
 
     def token_stats(self, reset: bool = False) -> dict[str, Any]:
