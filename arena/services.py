@@ -221,15 +221,18 @@ def vote_record(*, battle_id: uuid.UUID | str, session_key: str, choice: str) ->
     """Record the visitor's vote on the last turn and close the battle.
 
     Allowed once, and only when both current answers of the last turn are
-    finished without error. The unique constraint on the battle is the final
-    word on "once", even for a retry racing its original.
+    finished without error. A retry (the same choice again) is acknowledged
+    with the vote already recorded, never counted twice. The unique
+    constraint on the battle is the final word on "once", even for a retry
+    racing its original.
     """
     if choice not in Vote.Choice.values:
         raise ArenaError("invalid_choice")
     with transaction.atomic():
         battle = _battle_lock(battle_id)
         _require_owner(battle, session_key)
-        _require_open(battle)
+        if battle.status != Battle.Status.OPEN:
+            return _vote_replayed(battle, choice)
         turn = _last_turn(battle)
         if turn is None:
             raise ArenaError("not_ready")
@@ -250,11 +253,21 @@ def vote_record(*, battle_id: uuid.UUID | str, session_key: str, choice: str) ->
                     anonymous=battle.mode == Battle.Mode.ANONYMOUS,
                 )
         except IntegrityError:
-            raise ArenaError("already_voted") from None
+            return _vote_replayed(battle, choice)
         Battle.objects.filter(pk=battle.pk).update(status=Battle.Status.VOTED)
         _vote_annotate(battle, vote)
-        transaction.on_commit(leaderboard_refresh_maybe)
+        # A broker that is down must not turn a committed vote into an error.
+        transaction.on_commit(leaderboard_refresh_maybe, robust=True)
         return vote
+
+
+def _vote_replayed(battle: Battle, choice: str) -> Vote:
+    """The battle's vote again when this is a retry of it (same visitor, same
+    choice: its first acknowledgement may have been lost), else already_voted."""
+    vote = Vote.objects.filter(battle=battle).first()
+    if vote is None or vote.choice != choice:
+        raise ArenaError("already_voted")
+    return vote
 
 
 def _vote_annotate(battle: Battle, vote: Vote) -> None:

@@ -98,7 +98,9 @@ async def test_a_database_outage_is_told_retried_and_leaves_nothing_half_written
     retried = await alice.reply({"type": "vote", "choice": "a"}, "vote.recorded")
     assert retried["type"] == "vote.recorded", retried
     again = await alice.reply({"type": "vote", "choice": "a"}, "vote.recorded")
-    assert again.get("code") == "already_voted", again
+    assert again["type"] == "vote.recorded", again  # a retry is acknowledged again
+    changed = await alice.reply({"type": "vote", "choice": "b"}, "vote.recorded")
+    assert changed.get("code") == "already_voted", changed
     assert await sync_to_async(Vote.objects.filter(battle_id=battle0).count)() == 1
     # Bob's answers end: completed after the outage, or failed (never stuck).
     deadline = time.monotonic() + 120
