@@ -208,12 +208,11 @@ class Monitor:
                 times = proc.cpu_times()
                 total += times.user + times.system
                 if name in self.servers:
-                    # PostgreSQL's backends: those reaped, and those still alive.
+                    # PostgreSQL's backends, once reaped: a backend still alive
+                    # (a pooled connection) is not counted. Listing the live ones
+                    # scans /proc, which would stall this process's event loop
+                    # and show as latency.
                     total += times.children_user + times.children_system
-                    for child in proc.children():
-                        with _gone():
-                            child_times = child.cpu_times()
-                            total += child_times.user + child_times.system
         return total
 
     def begin(self) -> None:
