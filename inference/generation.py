@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from arena.events import GenDeltaEvent, GenErrorEvent
 from arena.markdown import render_markdown
@@ -37,6 +37,9 @@ from inference.rag.answering import rag_answer_review, rag_job_prepare
 
 log = logging.getLogger(__name__)
 PROGRESS_SAVE_SECONDS = 2.0
+# Up to ~15 s in all: past that the reaper has failed the answer anyway.
+OUTCOME_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+DB_ERRORS = (OperationalError, InterfaceError)
 T = TypeVar("T")
 
 
@@ -92,6 +95,27 @@ async def _db(fn: Callable[..., T], **kwargs: Any) -> T:
     return await asyncio.to_thread(call)
 
 
+async def _progress_save(answer_id: int, text: str) -> None:
+    """Progress is a convenience (resync, heartbeat): a database that is away
+    for a moment must not stop the stream; the outcome is saved at the end."""
+    try:
+        await _db(answer_progress, answer_id=answer_id, text=text)
+    except DB_ERRORS as exc:
+        log.warning("could not save the progress of answer %s: %r", answer_id, exc)
+
+
+async def _db_retried(fn: Callable[..., T], **kwargs: Any) -> T:
+    """`_db`, retried with back-off while the database is unreachable, so an
+    answer finished during a short outage is still saved."""
+    for delay in OUTCOME_RETRY_DELAYS:
+        try:
+            return await _db(fn, **kwargs)
+        except DB_ERRORS as exc:
+            log.warning("database unavailable (%r); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+    return await _db(fn, **kwargs)
+
+
 async def _beating(job: GenerationJob, fn: Callable[..., T]) -> T:
     """Run `fn(job=job)` in a thread, beating the answer's heartbeat meanwhile:
     a first retrieval loads the embedding model and builds the index, which
@@ -101,7 +125,7 @@ async def _beating(job: GenerationJob, fn: Callable[..., T]) -> T:
         done, _ = await asyncio.wait({task}, timeout=PROGRESS_SAVE_SECONDS)
         if done:
             return task.result()
-        await _db(answer_progress, answer_id=job.answer_id, text="")
+        await _progress_save(job.answer_id, "")
 
 
 class _Pump:
@@ -209,7 +233,7 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
                     break
             if now - last_save >= PROGRESS_SAVE_SECONDS:
                 last_save = now
-                await _db(answer_progress, answer_id=job.answer_id, text=text)
+                await _progress_save(job.answer_id, text)
             if now > deadline:
                 error = EngineError("timeout", "The model took too long to answer.")
                 break
@@ -240,7 +264,7 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
             ttft_ms=ttft * 1000 if ttft is not None else None,
             duration_ms=duration * 1000,
         )
-    saved = await _db(answer_complete, answer_id=job.answer_id, outcome=outcome)
+    saved = await _db_retried(answer_complete, answer_id=job.answer_id, outcome=outcome)
     if error is not None and error.code == "engine_unreachable" and job.endpoint_id is not None:
         # Out of pair sampling at once; the health check brings it back.
         await _db(endpoint_unreachable, endpoint_id=job.endpoint_id, message=error.message)
