@@ -32,6 +32,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from arena.workers import worker_argv  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena.settings")
 
 PROMPT = "Explain in a few sentences why the sky is blue."
@@ -134,24 +136,9 @@ class Stack:
         subprocess.run([py, "manage.py", "shell", "-c", script], cwd=ROOT, env=env, check=True)
         if services:
             self._spawn(
-                [
-                    py,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "arena",
-                    "worker",
-                    "--pool",
-                    "threads",
-                    "-c",
-                    "4",
-                    "-Q",
-                    "generation,default",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-l",
-                    "WARNING",
-                ],
+                worker_argv(
+                    queues="generation,default", concurrency=4, name="bench", loglevel="WARNING"
+                ),
                 "worker",
             )
         self._spawn(

@@ -41,6 +41,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from arena.workers import worker_argv  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena.settings")
 os.environ.setdefault("ARENA_MODEL_CACHE", str(ROOT / "var" / "models"))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -227,26 +229,7 @@ class Stack:
             for queue, pool in (("generation,default", "2"), ("generation-http", "16")):
                 name = "worker-" + queue.split(",")[0]
                 procs.spawn(
-                    [
-                        py,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "arena",
-                        "worker",
-                        "--pool",
-                        "threads",
-                        "-c",
-                        pool,
-                        "-Q",
-                        queue,
-                        "--without-gossip",
-                        "--without-mingle",
-                        "-l",
-                        "INFO",
-                        "-n",
-                        f"{name}-{os.getpid()}@%h",
-                    ],
+                    worker_argv(queues=queue, concurrency=int(pool), name=name),
                     name,
                     env,
                 )

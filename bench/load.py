@@ -69,6 +69,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from arena.workers import worker_argv  # noqa: E402
 from bench.tokenserver import MODEL, percentile, run, tokens_parse  # noqa: E402
 
 PROMPT = "Say something for the load benchmark."
@@ -385,14 +386,13 @@ print("healthy" if report.healthy and all(ok for ok, _ in report.contenders.valu
         for i in range(count):
             worker = self._spawn(
                 f"worker-{i}",
-                [
-                    sys.executable, "-m", "celery", "-A", "arena", "worker",
-                    "--pool", "threads", "--concurrency", str(threads),
-                    "-Q", "generation-http,default", "--loglevel", "INFO",
-                    "--without-gossip", "--without-mingle", "--without-heartbeat",
-                    "--hostname", f"load-{i}-{os.getpid()}@%h",
-                ],
-            )  # fmt: skip
+                worker_argv(
+                    queues="generation-http,default",
+                    concurrency=threads,
+                    name=f"load-{i}",
+                    extra=("--without-heartbeat",),
+                ),
+            )
             self.workers.append(worker)
         for worker in self.workers:
             worker.wait_for(r"ready\.", 120)

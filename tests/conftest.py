@@ -17,6 +17,7 @@ import pytest
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
 
+from arena.workers import worker_argv
 from inference.models import Contender, Engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,26 +159,7 @@ def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[
         pytest.skip("generation runs in threads here (no REDIS_URL)")
     worker = Process(
         "celery-worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "arena",
-            "worker",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "4",
-            "-Q",
-            "generation,generation-http,default",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"test-{os.getpid()}@%h",
-        ],
+        worker_argv(queues="generation,generation-http,default", concurrency=4, name="test"),
         child_env(),
     )
     worker.wait_for_log("ready.", timeout=120)

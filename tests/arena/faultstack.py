@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from arena.workers import worker_argv
 from tests.conftest import Process, free_port
 
 Event = dict[str, Any]
@@ -55,11 +56,9 @@ def stack_start(name: str, env: dict[str, str]) -> tuple[Process, Process, str]:
     """A Celery worker and a daphne server with `env`; (worker, server, url)."""
     worker = Process(
         f"{name}-worker",
-        [sys.executable, "-m", "celery", "-A", "arena", "worker", "--pool", "threads",
-         "--concurrency", "4", "-Q", "generation,generation-http,default", "--loglevel", "INFO",
-         "--without-gossip", "--without-mingle", "--hostname", f"{name}-{os.getpid()}@%h"],
+        worker_argv(queues="generation,generation-http,default", concurrency=4, name=name),
         env,
-    )  # fmt: skip
+    )
     port = free_port()
     server = Process(
         f"{name}-daphne",

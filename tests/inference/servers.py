@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+from arena.workers import worker_argv
 from inference.engines.local import GGUF_FILE, gguf_package_dir
 from tests.conftest import Process, child_env, free_port
 
@@ -95,26 +96,7 @@ def llama_server_fixture() -> Iterator[LlamaServer]:
 def http_worker_start() -> Process:
     worker = Process(
         "celery-worker-http",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "arena",
-            "worker",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "16",
-            "-Q",
-            settings.ARENA_QUEUE_HTTP,
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"test-http-{os.getpid()}@%h",
-        ],
+        worker_argv(queues=settings.ARENA_QUEUE_HTTP, concurrency=16, name="test-http"),
         child_env(),
     )
     worker.wait_for_log("ready.", timeout=120)
