@@ -14,8 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from asgiref.sync import sync_to_async
 
 from arena.workers import worker_argv
+from inference.models import Contender
 from tests.conftest import Process, free_port
 
 Event = dict[str, Any]
@@ -154,3 +156,24 @@ def states(events: list[Event]) -> list[Event]:
 
 def answer_statuses(state: Event) -> list[str]:
     return [turn[side]["status"] for turn in state["turns"] for side in ("a", "b") if turn[side]]
+
+
+SHORT = {"max_tokens": 6, "temperature": 0.0}
+
+
+async def before_the_fault(url: str, *, long_tokens: int) -> tuple[Visitor, str, Visitor, str]:
+    """Alice has finished a short battle (she votes during the fault); Bob's
+    long answers are streaming. (alice, her battle, bob, his battle)."""
+    await sync_to_async(Contender.objects.update)(params=SHORT)
+    alice = await Visitor.open(url)
+    battle0 = (await alice.reply({"type": "battle.start"}, "battle.state"))["battle"]["id"]
+    await alice.send({"type": "message.send", "text": "Hi"})
+    await alice.answers_finished()
+    await sync_to_async(Contender.objects.update)(
+        params={"max_tokens": long_tokens, "temperature": 0.0}
+    )
+    bob = await Visitor.open(url)
+    battle1 = (await bob.reply({"type": "battle.start"}, "battle.state"))["battle"]["id"]
+    await bob.send({"type": "message.send", "text": "Write a long story about the sea."})
+    await bob.until(lambda e: e["type"] == "gen.delta", timeout=120)
+    return alice, battle0, bob, battle1

@@ -16,7 +16,13 @@ from asgiref.sync import sync_to_async
 
 from arena.models import Answer, Vote
 from inference.models import Contender
-from tests.arena.faultstack import PrivateRedis, Visitor, answer_statuses, stack_start
+from tests.arena.faultstack import (
+    SHORT,
+    PrivateRedis,
+    answer_statuses,
+    before_the_fault,
+    stack_start,
+)
 from tests.arena.tcpproxy import TcpProxy
 from tests.conftest import ON_SERVICES, child_database_url, child_env
 from tests.consistency import consistency_problems
@@ -28,8 +34,6 @@ pytestmark = [
     pytest.mark.skipif(not ON_SERVICES, reason="needs PostgreSQL, Redis and Celery workers"),
 ]
 OUTAGE_SECONDS = 4.0
-LONG = {"max_tokens": 300, "temperature": 0.0}
-SHORT = {"max_tokens": 6, "temperature": 0.0}
 
 
 @pytest.fixture
@@ -70,16 +74,7 @@ async def test_a_database_outage_is_told_retried_and_leaves_nothing_half_written
     db_stack: tuple[TcpProxy, str],
 ) -> None:
     proxy, url = db_stack
-    await sync_to_async(Contender.objects.update)(params=SHORT)
-    alice = await Visitor.open(url)
-    battle0 = (await alice.reply({"type": "battle.start"}, "battle.state"))["battle"]["id"]
-    await alice.send({"type": "message.send", "text": "Hi"})
-    await alice.answers_finished()
-    await sync_to_async(Contender.objects.update)(params=LONG)
-    bob = await Visitor.open(url)
-    battle1 = (await bob.reply({"type": "battle.start"}, "battle.state"))["battle"]["id"]
-    await bob.send({"type": "message.send", "text": "Write a long story about the sea."})
-    await bob.until(lambda e: e["type"] == "gen.delta", timeout=120)
+    alice, battle0, bob, battle1 = await before_the_fault(url, long_tokens=300)
 
     proxy.cut()
     cut_at = time.monotonic()

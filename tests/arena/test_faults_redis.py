@@ -17,7 +17,14 @@ from django.utils import timezone
 
 from arena.models import Answer, Battle, Vote
 from inference.models import Contender
-from tests.arena.faultstack import PrivateRedis, Visitor, answer_statuses, stack_start
+from tests.arena.faultstack import (
+    SHORT,
+    PrivateRedis,
+    Visitor,
+    answer_statuses,
+    before_the_fault,
+    stack_start,
+)
 from tests.conftest import ON_SERVICES, Process, child_env
 from tests.consistency import consistency_problems
 
@@ -30,8 +37,6 @@ pytestmark = [
 STALE = 4.0  # the dedicated daphne's reaper bound: stale window + reap interval
 REAP_EVERY = 0.5
 OUTAGE_SECONDS = 3.0
-LONG = {"max_tokens": 150, "temperature": 0.0}
-SHORT = {"max_tokens": 6, "temperature": 0.0}
 
 
 @pytest.fixture
@@ -72,19 +77,9 @@ async def test_a_redis_restart_mid_stream_loses_no_saved_state(
     redis_stack: tuple[PrivateRedis, Process, str],
 ) -> None:
     redis, worker, url = redis_stack
-    await sync_to_async(Contender.objects.update)(params=SHORT)
-    # Alice finishes a battle before the fault; she votes during it.
-    alice = await Visitor.open(url)
-    state0 = await alice.reply({"type": "battle.start"}, "battle.state")
-    battle0 = state0["battle"]["id"]
-    await alice.send({"type": "message.send", "text": "Hi"})
-    await alice.answers_finished()
-    # Bob's answers are streaming when Redis dies.
-    await sync_to_async(Contender.objects.update)(params=LONG)
-    bob = await Visitor.open(url)
-    battle1 = (await bob.reply({"type": "battle.start"}, "battle.state"))["battle"]["id"]
-    await bob.send({"type": "message.send", "text": "Write a long story about the sea."})
-    await bob.until(lambda e: e["type"] == "gen.delta", timeout=120)
+    # Alice finished a battle before the fault (she votes during it); Bob's
+    # answers are streaming when Redis dies.
+    alice, battle0, bob, battle1 = await before_the_fault(url, long_tokens=150)
     redis.kill()
     killed_at = time.monotonic()
 
