@@ -26,7 +26,12 @@ from arena.sampling import PairRecord, pair_sample, pair_sample_active
 from inference.engines.base import GenerationRequest, Message
 from inference.engines.openai import EndpointConfig
 from inference.models import Contender
-from inference.selectors import contenders_battling, endpoint_config, pair_vote_records
+from inference.selectors import (
+    contender_request,
+    contenders_battling,
+    endpoint_config,
+    pair_vote_records,
+)
 from ratings.services import vote_annotate
 from ratings.tasks import leaderboard_refresh_maybe
 
@@ -332,19 +337,7 @@ def answer_claim(*, answer_id: int) -> GenerationJob | None:
     contender = answer.contender
     kb = contender.knowledge_base
     endpoint = contender.endpoint
-    params = dict(answer.params)
-    request = GenerationRequest(
-        # A server names a LoRA adapter by its model name; the local engine
-        # takes the adapter's folder.
-        model=contender.served_name if endpoint is not None else contender.model,
-        messages=answer.messages,
-        temperature=float(params.pop("temperature", 0.7)),
-        top_p=float(params.pop("top_p", 1.0)),
-        max_tokens=int(params.pop("max_tokens", settings.ARENA_MAX_NEW_TOKENS)),
-        seed=int(params["seed"]) if "seed" in params else None,
-        extra={k: float(v) for k, v in params.items() if k != "seed"},
-        adapter_path=contender.adapter_path if endpoint is None else "",
-    )
+    request = contender_request(contender, messages=answer.messages, params=answer.params)
     return GenerationJob(
         answer_id=answer.pk,
         battle_id=str(answer.turn.battle_id),

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 
+from inference.engines.base import GenerationRequest, Message
 from inference.engines.openai import EndpointConfig
 from inference.models import Contender, Endpoint, Engine, Health
 
@@ -77,3 +81,24 @@ def pair_vote_records(*, max_age: float = 60.0) -> dict[tuple[int, int], tuple[i
 def pair_vote_records_forget() -> None:
     with _records_lock:
         _records_cache.clear()
+
+
+def contender_request(
+    contender: Contender, *, messages: list[Message], params: Mapping[str, Any]
+) -> GenerationRequest:
+    """The request that runs `messages` on a contender with `params` (its own,
+    as resolved for an answer, or overrides)."""
+    rest = dict(params)
+    endpoint = contender.endpoint if contender.engine == Engine.OPENAI else None
+    return GenerationRequest(
+        # A server names a LoRA adapter by its model name; the local engine
+        # takes the adapter's folder.
+        model=contender.served_name if endpoint is not None else contender.model,
+        messages=messages,
+        temperature=float(rest.pop("temperature", 0.7)),
+        top_p=float(rest.pop("top_p", 1.0)),
+        max_tokens=int(rest.pop("max_tokens", settings.ARENA_MAX_NEW_TOKENS)),
+        seed=int(rest.pop("seed")) if "seed" in rest else None,
+        extra={k: float(v) for k, v in rest.items()},
+        adapter_path=contender.adapter_path if endpoint is None else "",
+    )

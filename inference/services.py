@@ -23,14 +23,13 @@ from inference.adapters import AdapterInvalid, adapter_archive_extract, adapter_
 from inference.engines import engine_for
 from inference.engines.base import (
     EngineError,
-    GenerationRequest,
     Message,
     StreamEnd,
     TextDelta,
 )
 from inference.engines.openai import ServedModel, lora_load, models_list
 from inference.models import Contender, Endpoint, Engine, Health
-from inference.selectors import endpoint_config
+from inference.selectors import contender_request, endpoint_config
 
 log = logging.getLogger(__name__)
 
@@ -206,31 +205,26 @@ class TryResult:
 
 def contender_try(*, contender: Contender, prompt: str = TRY_PROMPT) -> TryResult:
     """A short generation exactly as a battle would run it: the reply and its latency."""
-    params = dict(contender.params or {})
-    endpoint = contender.endpoint if contender.engine == Engine.OPENAI else None
     messages: list[Message] = []
     if contender.system_prompt:
         messages.append({"role": "system", "content": contender.system_prompt})
     messages.append({"role": "user", "content": prompt})
     passages: list[dict[str, Any]] = []
-    if contender.knowledge_base is not None:
-        from inference.rag.prompting import messages_with_passages
-        from inference.rag.retrieval import passages_retrieve
+    kb = contender.knowledge_base
+    if kb is not None:
+        from inference.rag.answering import messages_augment
 
-        kb = contender.knowledge_base
-        found = passages_retrieve(knowledge_base=kb, query=prompt, k=contender.rag_k)
-        passages = [p.as_json() for p in found]
-        messages = messages_with_passages(
-            messages, passages=passages, template=contender.rag_template, knowledge_base=kb.name
+        passages, messages = messages_augment(
+            messages,
+            knowledge_base_id=kb.pk,
+            knowledge_base=kb.name,
+            template=contender.rag_template,
+            k=contender.rag_k,
         )
-    request = GenerationRequest(
-        model=contender.served_name if endpoint is not None else contender.model,
-        messages=messages,
-        temperature=float(params.get("temperature", 0.7)),
-        top_p=float(params.get("top_p", 1.0)),
-        max_tokens=min(int(params.get("max_tokens", TRY_MAX_TOKENS)), TRY_MAX_TOKENS),
-        adapter_path=contender.adapter_path if endpoint is None else "",
-    )
+    params = dict(contender.params or {})
+    params["max_tokens"] = min(int(params.get("max_tokens", TRY_MAX_TOKENS)), TRY_MAX_TOKENS)
+    request = contender_request(contender, messages=messages, params=params)
+    endpoint = contender.endpoint if contender.engine == Engine.OPENAI else None
     config = endpoint_config(endpoint) if endpoint is not None else None
 
     async def run() -> TryResult:

@@ -4,12 +4,33 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 from arena.services import GenerationJob, answer_passages_save
+from inference.engines.base import Message
 from inference.rag.prompting import messages_with_passages, query_from_messages
 from inference.rag.retrieval import passages_retrieve
 
 log = logging.getLogger(__name__)
+
+
+def messages_augment(
+    messages: list[Message],
+    *,
+    knowledge_base_id: int,
+    knowledge_base: str,
+    template: str,
+    k: int | None,
+) -> tuple[list[dict[str, Any]], list[Message]]:
+    """(passages, messages carrying them) for a conversation: what a RAG
+    contender is given, in a battle and in the admin's test alike."""
+    query = query_from_messages(messages)
+    found = passages_retrieve(knowledge_base=knowledge_base_id, query=query, k=k)
+    passages = [p.as_json() for p in found]
+    with_passages = messages_with_passages(
+        messages, passages=passages, template=template, knowledge_base=knowledge_base
+    )
+    return passages, with_passages
 
 
 def rag_job_prepare(job: GenerationJob) -> GenerationJob:
@@ -18,16 +39,12 @@ def rag_job_prepare(job: GenerationJob) -> GenerationJob:
     rag = job.rag
     if rag is None or not rag.retrieve:
         return job
-    query = query_from_messages(job.request.messages)
-    passages = [
-        p.as_json()
-        for p in passages_retrieve(knowledge_base=rag.knowledge_base_id, query=query, k=rag.k)
-    ]
-    messages = messages_with_passages(
+    passages, messages = messages_augment(
         job.request.messages,
-        passages=passages,
-        template=rag.template,
+        knowledge_base_id=rag.knowledge_base_id,
         knowledge_base=rag.knowledge_base,
+        template=rag.template,
+        k=rag.k,
     )
     answer_passages_save(answer_id=job.answer_id, passages=passages, messages=messages)
     return replace(

@@ -12,11 +12,11 @@ from django.db import transaction
 
 from arena.models import Answer
 from inference.engines import engine_for
-from inference.engines.base import GenerationRequest, Message, TextDelta
+from inference.engines.base import Message, TextDelta
 from inference.models import Contender, RagScore
 from inference.rag.prompting import passages_format, query_from_messages
 from inference.rag.triad import Triad, triad_score
-from inference.selectors import endpoint_config
+from inference.selectors import contender_request, endpoint_config
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +93,8 @@ def judge_parse(text: str) -> dict[str, float]:
 async def _judge_text(judge: Contender, messages: list[Message]) -> str:
     endpoint = judge.endpoint
     engine = engine_for(judge.engine, endpoint_config(endpoint) if endpoint else None)
-    request = GenerationRequest(
-        model=judge.served_name if endpoint is not None else judge.model,
-        messages=messages,
-        temperature=0.0,
-        max_tokens=JUDGE_MAX_TOKENS,
-        adapter_path=judge.adapter_path if endpoint is None else "",
-    )
+    params = {"temperature": 0.0, "max_tokens": JUDGE_MAX_TOKENS}
+    request = contender_request(judge, messages=messages, params=params)
     parts = [e.text async for e in engine.stream(request) if isinstance(e, TextDelta)]
     return "".join(parts)
 
