@@ -96,3 +96,24 @@ def _closing(fn: Callable[..., object]) -> Callable[..., None]:
             connection.close()
 
     return run
+
+
+def ingest_start(*, job_id: int) -> None:
+    """Queue an admin upload's ingestion (call after its job is committed) on
+    the local queue: it is CPU-bound, and those workers have the model loaded."""
+    if settings.ARENA_TASKS == "celery":
+        from inference.tasks import ingest_upload
+
+        try:
+            ingest_upload.apply_async(args=(job_id,), queue=settings.ARENA_QUEUE_LOCAL)
+        except Exception:
+            log.exception("ingest job %s could not be queued", job_id)
+            from inference.rag.jobs import UNQUEUED_MESSAGE, ingest_job_fail
+
+            ingest_job_fail(job_id=job_id, error=UNQUEUED_MESSAGE)
+        return
+    from inference.rag.jobs import ingest_job_run
+
+    _threads("local").submit(_closing(ingest_job_run), job_id=job_id).add_done_callback(
+        _log_failure
+    )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -373,3 +374,66 @@ class RagScore(models.Model):
 
     def __str__(self) -> str:
         return f"RAG scores of {self.answer_id}"
+
+
+class IngestJob(models.Model):
+    """Documents uploaded in the admin, ingested in the background (a Celery
+    task on the local queue, or a thread of the web process). Until each file
+    is ingested its bytes wait in an IngestJobFile row."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="ingest_jobs"
+    )
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    # Every file sent, refused ones included (they are done, with an error, at once).
+    files_total = models.PositiveIntegerField(default=0)
+    files_done = models.PositiveIntegerField(default=0)
+    chunks = models.PositiveIntegerField(default=0)
+    # One per file done: {"source", "status", "chunks", "message"}.
+    outcomes = models.JSONField(default=list, blank=True)
+    current = models.CharField(max_length=600, blank=True)  # what the worker is doing now
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    # Moved on every file and every batch of chunks embedded: a running job
+    # whose progress stopped long ago lost its worker.
+    progressed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "progressed_at"], name="ingestjob_status")]
+
+    def __str__(self) -> str:
+        return f"ingest job {self.pk} ({self.status})"
+
+    @property
+    def active(self) -> bool:
+        return self.status in {self.Status.QUEUED, self.Status.RUNNING}
+
+
+class IngestJobFile(models.Model):
+    """An accepted upload's bytes, kept only until its file is ingested."""
+
+    job = models.ForeignKey(IngestJob, on_delete=models.CASCADE, related_name="files")
+    source = models.CharField(max_length=500)
+    data = models.BinaryField()
+
+    class Meta:
+        ordering = ["job", "id"]
+
+    def __str__(self) -> str:
+        return self.source

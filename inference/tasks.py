@@ -34,6 +34,22 @@ def judge_rag_answer(answer_id: int) -> None:
     answer_rag_judge(answer_id=answer_id)
 
 
+@shared_task(
+    name="inference.tasks.ingest_upload",
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=1,
+    retry_backoff_max=8,
+    retry_jitter=False,
+    max_retries=5,
+)
+def ingest_upload(job_id: int) -> None:
+    """An admin upload's documents ingested (queued on the local queue)."""
+    from inference.rag.jobs import ingest_job_run
+
+    ingest_job_run(job_id=job_id)
+
+
 @shared_task(name="inference.tasks.serving_health_check", ignore_result=True, expires=120)
 def serving_health_check() -> None:
     from inference.health import health_check_all

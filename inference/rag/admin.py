@@ -1,6 +1,7 @@
 """Admin pages for knowledge bases: documents uploaded (read in memory, never
-written to disk), documents listed and deleted, a question tried. Thin: the
-work is in inference.rag.ingest and inference.rag.retrieval."""
+written to disk) and ingested in the background with their progress shown,
+documents listed and deleted, a question tried. Thin: the work is in
+inference.rag.jobs, inference.rag.ingest and inference.rag.retrieval."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import io
 import re
 import time
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.core.files.uploadedfile import InMemoryUploadedFile, UploadedFile
+from django.core.files.uploadedfile import InMemoryUploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -24,14 +25,10 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from inference.models import Document, KnowledgeBase
+from inference.models import Document, IngestJob, KnowledgeBase
 from inference.rag.extract import SUPPORTED, DocumentError, kind_of
-from inference.rag.ingest import (
-    IngestOutcome,
-    document_delete,
-    document_ingest,
-    documents_mark_stale,
-)
+from inference.rag.ingest import IngestOutcome, document_delete, documents_mark_stale
+from inference.rag.jobs import ingest_job_create, ingest_jobs_reap, ingest_jobs_recent
 from inference.rag.retrieval import passages_retrieve
 
 _TEMPLATES = Path(__file__).resolve().parent
@@ -58,31 +55,30 @@ class _InMemoryUploads(FileUploadHandler):
         self.max_bytes = max_bytes
         self.max_files = max_files
         self.accepted = 0
-        self.refused: list[str] = []
+        self.refused: list[IngestOutcome] = []
         self.buffer = io.BytesIO()
 
     def new_file(self, field_name: str, file_name: str, *args: Any, **kwargs: Any) -> None:
         super().new_file(field_name, file_name, *args, **kwargs)
         name = safe_name(file_name)
         if self.accepted >= self.max_files:
-            self.refused.append(f"{name}: not read, more than {self.max_files} files at once")
-            raise SkipFile
+            self._refuse(name, f"{name}: not read, more than {self.max_files} files at once")
         try:
             kind_of(name)
         except DocumentError as exc:
-            self.refused.append(str(exc))
-            raise SkipFile from None
+            self._refuse(name, str(exc))
         self.accepted += 1
         self.buffer = io.BytesIO()
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
         if start + len(raw_data) > self.max_bytes:
-            self.refused.append(
-                f"{safe_name(self.file_name or '')}: too large (the limit is "
-                f"{self.max_bytes / 1e6:.1f} MB)"
-            )
-            raise SkipFile
+            name = safe_name(self.file_name or "")
+            self._refuse(name, f"{name}: too large (the limit is {self.max_bytes / 1e6:.1f} MB)")
         self.buffer.write(raw_data)
+
+    def _refuse(self, name: str, message: str) -> NoReturn:
+        self.refused.append(IngestOutcome(name, "error", message))
+        raise SkipFile
 
     def file_complete(self, file_size: int) -> InMemoryUploadedFile:
         self.buffer.seek(0)
@@ -104,15 +100,6 @@ def safe_name(name: str) -> str:
     base = re.sub(r"[\x00-\x1f\x7f]", "", base).strip().lstrip(".") or "upload"
     stem, suffix = PurePath(base).stem, PurePath(base).suffix
     return stem[: 200 - len(suffix)] + suffix
-
-
-def _uploads_ingest(kb: KnowledgeBase, files: list[UploadedFile]) -> list[IngestOutcome]:
-    outcomes = []
-    for upload in files:
-        data = upload.read()
-        source = safe_name(upload.name or "upload")
-        outcomes.append(document_ingest(knowledge_base=kb, source=source, data=data))
-    return outcomes
 
 
 # --- knowledge bases -------------------------------------------------------------------
@@ -180,6 +167,11 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
                 name="inference_knowledgebase_upload",
             ),
             path(
+                "<int:pk>/ingest/<int:job_id>/",
+                self.admin_site.admin_view(self.ingest_job_view),
+                name="inference_knowledgebase_ingest_job",
+            ),
+            path(
                 "<int:pk>/try/",
                 self.admin_site.admin_view(self.try_view),
                 name="inference_knowledgebase_try",
@@ -206,16 +198,8 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request, kb):
             raise PermissionDenied
         if request.method == "POST":
-            handler = request.upload_handlers[0]
-            assert isinstance(handler, _InMemoryUploads)
-            for refusal in handler.refused:
-                self.message_user(request, refusal, messages.ERROR)
-            files = request.FILES.getlist("files")
-            if not files and not handler.refused:
-                self.message_user(request, "Choose at least one file.", messages.WARNING)
-            for outcome in _uploads_ingest(kb, files):
-                self._report(request, outcome)
-            return HttpResponseRedirect(request.path)
+            return self._upload_queue(request, kb)
+        ingest_jobs_reap()
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -225,20 +209,54 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
             "supported": ", ".join(SUPPORTED),
             "max_files": settings.ARENA_RAG_MAX_UPLOAD_FILES,
             "max_mb": f"{settings.ARENA_RAG_MAX_DOCUMENT_BYTES / 1e6:.0f}",
+            "jobs": ingest_jobs_recent(knowledge_base=kb),
         }
         return _render(request, "admin_upload.html", context)
 
-    def _report(self, request: HttpRequest, outcome: IngestOutcome) -> None:
-        if outcome.failed:
-            self.message_user(request, outcome.message, messages.ERROR)
-        elif outcome.status == "unchanged":
-            self.message_user(request, f"{outcome.source}: unchanged, skipped.", messages.INFO)
-        else:
-            self.message_user(
-                request,
-                f"{outcome.source}: {outcome.status}, {outcome.chunks} chunks.",
-                messages.SUCCESS,
-            )
+    def _upload_queue(self, request: HttpRequest, kb: KnowledgeBase) -> HttpResponse:
+        """The files read are queued for ingestion, the page of their job shown;
+        with none read, the upload page again with the reasons."""
+        handler = request.upload_handlers[0]
+        assert isinstance(handler, _InMemoryUploads)
+        files = [
+            (safe_name(upload.name or "upload"), upload.read())
+            for upload in request.FILES.getlist("files")
+        ]
+        if not files:
+            for refusal in handler.refused:
+                self.message_user(request, refusal.message, messages.ERROR)
+            if not handler.refused:
+                self.message_user(request, "Choose at least one file.", messages.WARNING)
+            return HttpResponseRedirect(request.path)
+        job = ingest_job_create(
+            knowledge_base=kb,
+            uploaded_by=request.user if request.user.is_authenticated else None,
+            files=files,
+            refused=handler.refused,
+        )
+        return HttpResponseRedirect(
+            reverse("admin:inference_knowledgebase_ingest_job", args=[kb.pk, job.pk])
+        )
+
+    def ingest_job_view(self, request: HttpRequest, pk: int, job_id: int) -> HttpResponse:
+        """An upload's ingestion: its progress and each file's outcome; the page
+        reloads itself until the job is over."""
+        kb = get_object_or_404(KnowledgeBase, pk=pk)
+        if not self.has_change_permission(request, kb):
+            raise PermissionDenied
+        ingest_jobs_reap()
+        job = get_object_or_404(
+            IngestJob.objects.select_related("uploaded_by"), pk=job_id, knowledge_base=kb
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Upload {job.pk} into {kb.name}",
+            "kb": kb,
+            "job": job,
+            "waiting": job.files_total - job.files_done,
+        }
+        return _render(request, "admin_ingest_job.html", context)
 
     def try_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """What a question retrieves, as a RAG contender would see it."""
