@@ -269,6 +269,9 @@ CELERY_BEAT_SCHEDULE = {
 ARENA_QUEUE_LOCAL = env_str("ARENA_QUEUE_LOCAL", "generation")
 ARENA_QUEUE_HTTP = env_str("ARENA_QUEUE_HTTP", "generation-http")
 ARENA_HTTP_THREAD_WORKERS = env_int("ARENA_HTTP_THREAD_WORKERS", 32, minimum=1)
+# Threads for the database calls of a process's generations (claim aside:
+# progress every 2 s per answer, the outcome): they share one event loop.
+ARENA_GENERATION_DB_THREADS = env_int("ARENA_GENERATION_DB_THREADS", 16, minimum=1)
 # Endpoint and contender health checks (Celery beat; a thread when embedded).
 ARENA_HEALTH_SECONDS = env_float("ARENA_HEALTH_SECONDS", 30.0, minimum=1.0)
 # The embedded default's health-check thread (the web process has no beat).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from functools import cache
 from typing import Protocol
 
@@ -88,12 +89,17 @@ class CancelWatch:
         self._interval = interval
         self._active: set[int] = set()
         self._stopped: set[int] = set()
+        self._callbacks: dict[int, Callable[[], None]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def watch(self, answer_id: int) -> None:
+    def watch(self, answer_id: int, on_stop: Callable[[], None] | None = None) -> None:
+        """Watch `answer_id`; `on_stop` is called once (from the watch's
+        thread) when a stop is asked for it."""
         with self._lock:
             self._active.add(answer_id)
+            if on_stop is not None:
+                self._callbacks[answer_id] = on_stop
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="cancel-watch", daemon=True)
                 self._thread.start()
@@ -102,6 +108,7 @@ class CancelWatch:
         with self._lock:
             self._active.discard(answer_id)
             self._stopped.discard(answer_id)
+            self._callbacks.pop(answer_id, None)
 
     def requested(self, answer_id: int) -> bool:
         return answer_id in self._stopped
@@ -119,7 +126,14 @@ class CancelWatch:
                 log.exception("checking cancel flags failed")
                 continue
             with self._lock:
-                self._stopped |= stopped & self._active
+                fresh = (stopped & self._active) - self._stopped
+                self._stopped |= fresh
+                calls = [self._callbacks[i] for i in fresh if i in self._callbacks]
+            for call in calls:
+                try:
+                    call()
+                except Exception:
+                    log.exception("a stop callback failed")
 
 
 @cache

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Coroutine
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -30,7 +32,7 @@ from arena.services import (
 )
 from inference.cancel import cancel_watch
 from inference.engines import engine_for
-from inference.engines.base import Engine, EngineError, StreamEnd, TextDelta
+from inference.engines.base import EngineError, StreamEnd, StreamEvent
 from inference.health import endpoint_unreachable
 from inference.publish import Publisher
 from inference.rag.answering import rag_answer_review, rag_job_prepare
@@ -44,7 +46,9 @@ T = TypeVar("T")
 
 
 def generation_run(*, answer_id: int, home_loop: asyncio.AbstractEventLoop | None = None) -> None:
-    """The body of the generation task (a Celery task or a web-process thread)."""
+    """The body of the generation task (a Celery task or a web-process thread):
+    claims the answer here, then streams it on the process's generation loop
+    and waits for it to end."""
     close_old_connections()
     try:
         job = answer_claim(answer_id=answer_id)
@@ -54,33 +58,63 @@ def generation_run(*, answer_id: int, home_loop: asyncio.AbstractEventLoop | Non
         log.info("answer %s is not pending any more; nothing to do", answer_id)
         return
     publisher = Publisher(job.battle_id, home_loop)
-    try:
-        _loop_run(_generate(job, publisher))
-    except Exception:
-        # Never leave an answer streaming forever: fail it, tell the page.
-        log.exception("generation of answer %s failed", answer_id)
-        _fail(job, publisher, "internal", "The answer failed on the server; regenerate it.")
+    asyncio.run_coroutine_threadsafe(_generate_guarded(job, publisher), generation_loop()).result()
 
 
-def _loop_run(main: Coroutine[Any, Any, T]) -> T:
-    """Run a generation's event loop: uvloop's when installed (it comes with
-    uvicorn[standard]), about a sixth less CPU per relayed token."""
+_loop_lock = threading.Lock()
+_loop_held: tuple[int, asyncio.AbstractEventLoop, threading.Thread] | None = None
+
+
+def generation_loop() -> asyncio.AbstractEventLoop:
+    """This process's one event loop for all its generations, in a daemon
+    thread (uvloop's when installed: it comes with uvicorn[standard]).
+
+    One loop for hundreds of streams, not a thread and a loop per answer:
+    the threads' loops fought for the GIL, and each kept its own Redis
+    connections (bench/load.py). Database calls go to the loop's executor,
+    sized by ARENA_GENERATION_DB_THREADS. Created lazily, so a forked worker
+    child makes its own."""
+    global _loop_held
+    with _loop_lock:
+        held = _loop_held
+        if held is not None and held[0] == os.getpid() and held[2].is_alive():
+            return held[1]
+        loop = _new_loop()
+        loop.set_default_executor(
+            ThreadPoolExecutor(settings.ARENA_GENERATION_DB_THREADS, thread_name_prefix="gen-db")
+        )
+        thread = threading.Thread(target=loop.run_forever, name="generation-loop", daemon=True)
+        thread.start()
+        _loop_held = (os.getpid(), loop, thread)
+        return loop
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
-def _fail(job: GenerationJob, publisher: Publisher, code: str, message: str) -> None:
+async def _generate_guarded(job: GenerationJob, publisher: Publisher) -> None:
     try:
-        saved = answer_complete(
+        await _generate(job, publisher)
+    except Exception:
+        # Never leave an answer streaming forever: fail it, tell the page.
+        log.exception("generation of answer %s failed", job.answer_id)
+        await _fail(job, publisher, "internal", "The answer failed on the server; regenerate it.")
+
+
+async def _fail(job: GenerationJob, publisher: Publisher, code: str, message: str) -> None:
+    try:
+        saved = await _db(
+            answer_complete,
             answer_id=job.answer_id,
             outcome=AnswerOutcome(
                 status=Answer.Status.ERROR, text="", error_code=code, error_message=message
             ),
         )
-        connection.close()
         if saved:
             event: GenErrorEvent = {
                 "type": "gen.error",
@@ -90,7 +124,7 @@ def _fail(job: GenerationJob, publisher: Publisher, code: str, message: str) -> 
                 "code": code,
                 "message": message,
             }
-            _loop_run(publisher.send(event))
+            await publisher.send(event)
     except Exception:
         log.exception("could not mark answer %s failed", job.answer_id)
 
@@ -138,120 +172,149 @@ async def _beating(job: GenerationJob, fn: Callable[..., T]) -> T:
         await _progress_save(job.answer_id, "")
 
 
-class _Pump:
-    """Moves engine events into a queue, so waiting for the next one can time
-    out safely (timing out an async generator's __anext__ would break it)."""
+class _Relay:
+    """Reads one answer's engine stream and publishes it as coalesced deltas.
 
-    _END = object()
+    A delta goes out at once when the last one left at least `interval` ago,
+    else a timer sends it when the interval is up: at 20 tokens/s every token
+    leaves as it comes, faster streams are merged. Nothing here wakes up
+    between tokens; the sends keep their order (one lock, first come first
+    served)."""
 
-    def __init__(self, engine: Engine, job: GenerationJob) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.stream = engine.stream(job.request)
-        self.task = asyncio.create_task(self._run())
+    def __init__(self, job: GenerationJob, publisher: Publisher, interval: float) -> None:
+        self.job = job
+        self.publisher = publisher
+        self.interval = interval
+        self.text = ""
+        self.pending = ""
+        self.seq = 0
+        self.tokens = 0
+        self.first_at: float | None = None
+        self.last_flush = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._sending = asyncio.Lock()
+        self._loop = asyncio.get_running_loop()
 
-    async def _run(self) -> None:
+    async def read(self, stream: AsyncIterator[StreamEvent]) -> StreamEnd:
+        """Relays the stream to its end; raises EngineError when it fails."""
         try:
-            async for event in self.stream:
-                await self.queue.put(event)
-        except EngineError as exc:
-            await self.queue.put(exc)
+            async for event in stream:
+                if isinstance(event, StreamEnd):
+                    return event
+                now = self._loop.time()
+                if self.first_at is None:
+                    self.first_at = now
+                self.text += event.text
+                self.pending += event.text
+                self.tokens += event.tokens
+                if now - self.last_flush >= self.interval:
+                    await self.flush()
+                elif self._timer is None:
+                    self._timer = self._loop.call_at(self.last_flush + self.interval, self._due)
+        except EngineError:
+            raise
         except Exception as exc:
             log.exception("engine failed")
-            await self.queue.put(EngineError("engine_failed", f"The model failed: {exc}"))
-        finally:
-            await self.queue.put(self._END)
+            raise EngineError("engine_failed", f"The model failed: {exc}") from exc
+        raise EngineError("engine_failed", "The model stopped without finishing.")
 
-    async def close(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.stream.aclose()  # type: ignore[attr-defined]
+    def _due(self) -> None:
+        self._timer = None
+        self._flushing = self._loop.create_task(self.flush())  # held: tasks are weakly kept
+
+    async def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.last_flush = self._loop.time()
+        if not self.pending:
+            return
+        job = self.job
+        delta: GenDeltaEvent = {
+            "type": "gen.delta",
+            "side": job.side,
+            "turn": job.turn,
+            "attempt": job.attempt,
+            "seq": self.seq,
+            "offset": len(self.text) - len(self.pending),
+            "text": self.pending,
+        }
+        self.seq += 1
+        self.pending = ""
+        async with self._sending:
+            await self.publisher.send(delta)
+
+
+def _cancel(task: asyncio.Task[Any] | None) -> None:
+    if task is not None:
+        task.cancel()
 
 
 async def _generate(job: GenerationJob, publisher: Publisher) -> None:
     side, turn, attempt = job.side, job.turn, job.attempt
     await publisher.send({"type": "gen.start", "side": side, "turn": turn, "attempt": attempt})
-    interval = settings.ARENA_DELTA_INTERVAL
-    watch = cancel_watch()
-    watch.watch(job.answer_id)
-    started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    relay = _Relay(job, publisher, settings.ARENA_DELTA_INTERVAL)
+    started = loop.time()
     deadline = started + settings.ARENA_GENERATION_TIMEOUT
-    text, pending = "", ""
-    seq = 0
-    tokens_seen = 0
-    ttft: float | None = None
     end: StreamEnd | None = None
     error: EngineError | None = None
     stopped = False
-    last_flush = last_save = started
+    reading: asyncio.Task[StreamEnd] | None = None
+    stream: AsyncIterator[StreamEvent] | None = None
 
-    async def flush() -> None:
-        nonlocal pending, seq, last_flush
-        if pending:
-            delta: GenDeltaEvent = {
-                "type": "gen.delta",
-                "side": side,
-                "turn": turn,
-                "attempt": attempt,
-                "seq": seq,
-                "offset": len(text) - len(pending),
-                "text": pending,
-            }
-            await publisher.send(delta)
-            seq += 1
-            pending = ""
-        last_flush = time.monotonic()
+    def stop_requested() -> None:  # from the cancel watch's thread
+        loop.call_soon_threadsafe(lambda: _cancel(reading))
 
-    pump: _Pump | None = None
+    watch = cancel_watch()
+    watch.watch(job.answer_id, stop_requested)
     try:
-        job = await _beating(job, rag_job_prepare)
-        pump = _Pump(engine_for(job.engine, job.endpoint), job)
-    except EngineError as exc:
-        error = exc
-    except Exception as exc:
-        log.exception("retrieval for answer %s failed", job.answer_id)
-        error = EngineError("retrieval_failed", f"Retrieval from the knowledge base failed: {exc}")
-    try:
-        while pump is not None:
-            now = time.monotonic()
-            wait = interval - (now - last_flush) if pending else interval
-            try:
-                event = await asyncio.wait_for(pump.queue.get(), timeout=max(wait, 0.001))
-            except TimeoutError:
-                event = None
-            now = time.monotonic()
-            if isinstance(event, TextDelta):
-                if ttft is None:
-                    ttft = now - started
-                text += event.text
-                pending += event.text
-                tokens_seen += event.tokens
-            elif isinstance(event, StreamEnd):
-                end = event
-                break
-            elif isinstance(event, EngineError):
-                error = event
-                break
-            elif event is _Pump._END:
-                error = EngineError("engine_failed", "The model stopped without finishing.")
-                break
-            if pending and now - last_flush >= interval:
-                await flush()
-            if watch.requested(job.answer_id):
-                stopped = True
-                break
-            if now - last_save >= PROGRESS_SAVE_SECONDS:
-                last_save = now
-                await _progress_save(job.answer_id, text)
-            if now > deadline:
-                error = EngineError("timeout", "The model took too long to answer.")
-                break
+        try:
+            job = await _beating(job, rag_job_prepare)
+            relay.job = job
+            stream = engine_for(job.engine, job.endpoint).stream(job.request)
+        except EngineError as exc:
+            error = exc
+        except Exception as exc:
+            log.exception("retrieval for answer %s failed", job.answer_id)
+            error = EngineError(
+                "retrieval_failed", f"Retrieval from the knowledge base failed: {exc}"
+            )
+        if stream is not None:
+            reading = asyncio.ensure_future(relay.read(stream))
+            if watch.requested(job.answer_id):  # asked while retrieving
+                reading.cancel()
+            # The watchdog: the heartbeat (progress saved every few seconds,
+            # tokens or not) and the time limit. A stop cancels `reading`.
+            while not reading.done():
+                now = loop.time()
+                if now >= deadline:
+                    error = EngineError("timeout", "The model took too long to answer.")
+                    _cancel(reading)
+                    break
+                await asyncio.wait({reading}, timeout=min(PROGRESS_SAVE_SECONDS, deadline - now))
+                if not reading.done():
+                    await _progress_save(job.answer_id, relay.text)
+            await asyncio.wait({reading})
+            if reading.cancelled():
+                stopped = error is None
+            elif isinstance(reading.exception(), EngineError):
+                error = reading.exception()  # type: ignore[assignment]
+            elif reading.exception() is not None:
+                raise reading.exception()  # type: ignore[misc]
+            else:
+                end = reading.result()
     finally:
         watch.unwatch(job.answer_id)
-        if pump is not None:
-            await pump.close()
-    await flush()
-    duration = time.monotonic() - started
+        if stream is not None:
+            # Closing mid-stream drops the model server's connection: it stops.
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
+    await relay.flush()
+    text, tokens_seen = relay.text, relay.tokens
+    ttft = relay.first_at - started if relay.first_at is not None else None
+    duration = loop.time() - started
 
     if error is not None:
         outcome = AnswerOutcome(

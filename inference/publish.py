@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
+from typing import Any
 
 import redis.exceptions
 from channels.layers import get_channel_layer
@@ -43,14 +45,98 @@ class Publisher:
             return
         layer = get_channel_layer()
         assert layer is not None, "CHANNEL_LAYERS is not configured"
-        coro = layer.group_send(self.group, {"type": "battle.event", "event": event})
+        message = {"type": "battle.event", "event": event}
         home = self.home_loop
         try:
-            if home is None or home is asyncio.get_running_loop():
-                await coro
-            else:
+            if home is not None and home is not asyncio.get_running_loop():
+                coro = layer.group_send(self.group, message)
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, home))
+            elif _is_pubsub(layer):
+                await _pipeline_for(layer).publish(self.group, message)
+            else:
+                await layer.group_send(self.group, message)
         except LAYER_ERRORS as exc:
             self.dropped += 1
             self._paused_until = time.monotonic() + LAYER_PAUSE_SECONDS
             log.warning("channel layer unavailable, dropping %s events: %r", event["type"], exc)
+
+
+def _is_pubsub(layer: Any) -> bool:
+    return type(layer).__name__ == "RedisPubSubChannelLayer"
+
+
+class PublishPipeline:
+    """Every group message a process's event loop publishes, pipelined.
+
+    channels_redis's pub/sub layer publishes one message per round trip under
+    one lock per connection: with all of a worker's streams on one loop, the
+    round trips queued behind each other and a worker relayed a few thousand
+    tokens a second at most, its CPU half idle (bench/load.py). Here one
+    writer sends whatever is waiting in one pipeline per round trip, in the
+    order it was published (a stream's deltas stay in order), in the layer's
+    own format (its serializer, its group channel names, its hosts and their
+    connection options), so consumers receive them as if sent by the layer.
+    A failed round trip fails the sends it carried, with the Redis error.
+    """
+
+    def __init__(self, layer: Any) -> None:
+        from channels_redis.utils import create_pool
+        from redis import asyncio as aioredis
+
+        self._layer = layer
+        self._loop_layer = layer._get_layer()
+        self._clients = [
+            aioredis.Redis(connection_pool=create_pool(shard.host))
+            for shard in self._loop_layer._shards
+        ]
+        self._waiting: list[tuple[int, str, bytes, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def publish(self, group: str, message: dict[str, Any]) -> asyncio.Future[None]:
+        loop_layer = self._loop_layer
+        channel = loop_layer._get_group_channel_name(group)
+        shard = loop_layer._shards.index(loop_layer._get_shard(channel))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((shard, channel, self._layer.serialize(message), done))
+        self._wake.set()
+        return done
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._waiting = self._waiting, []
+            for shard, client in enumerate(self._clients):
+                sends = [item for item in batch if item[0] == shard]
+                if sends:
+                    await self._send(client, sends)
+
+    @staticmethod
+    async def _send(client: Any, sends: list[tuple[int, str, bytes, asyncio.Future[None]]]) -> None:
+        try:
+            pipe = client.pipeline(transaction=False)
+            for _, channel, data, _ in sends:
+                pipe.publish(channel, data)
+            await pipe.execute()
+        except Exception as exc:
+            for *_, done in sends:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for *_, done in sends:
+            if not done.done():
+                done.set_result(None)
+
+
+_pipelines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PublishPipeline] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _pipeline_for(layer: Any) -> PublishPipeline:
+    loop = asyncio.get_running_loop()
+    pipeline = _pipelines.get(loop)
+    if pipeline is None or pipeline._layer is not layer:
+        pipeline = _pipelines[loop] = PublishPipeline(layer)
+    return pipeline
