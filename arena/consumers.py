@@ -206,13 +206,17 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         # no database, and under load that hop serialised every gen.delta of
         # every socket (bench/load.py). Relay events straight to the socket.
         if message.get("type") == "battle.event":
-            await self.send_json(message["event"])
+            text = message.get("text")  # a worker's event, already encoded
+            if text is not None:
+                await self.send(text_data=text)
+            else:
+                await self.send_json(message["event"])
             return
         await super().dispatch(message)
 
     async def battle_event(self, message: dict[str, Any]) -> None:
         """A server event published to this battle's group (by a worker or a peer)."""
-        await self.send_json(message["event"])
+        await self.dispatch(message)
 
     def _current(self) -> uuid.UUID:
         if self.battle_id is None:

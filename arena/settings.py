@@ -220,7 +220,6 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"inference.tasks.generate_answer": {"queue": "generation"}}
 
 # --- engines --------------------------------------------------------------
 
@@ -236,6 +235,9 @@ ARENA_MAX_TURNS = env_int("ARENA_MAX_TURNS", 8, minimum=1)
 ARENA_MAX_PROMPT_CHARS = env_int("ARENA_MAX_PROMPT_CHARS", 4000, minimum=1)
 ARENA_MAX_NEW_TOKENS = env_int("ARENA_MAX_NEW_TOKENS", 256, minimum=1)
 ARENA_DELTA_INTERVAL = env_float("ARENA_DELTA_INTERVAL_MS", 40.0, minimum=1.0) / 1000.0
+# How long a worker's publisher waits for more events to send to Redis in one
+# round trip (0: none): a few ms of latency for fewer, larger writes.
+ARENA_PUBLISH_GATHER = env_float("ARENA_PUBLISH_GATHER_MS", 2.0, minimum=0.0) / 1000.0
 ARENA_GENERATION_TIMEOUT = env_float("ARENA_GENERATION_TIMEOUT", 300.0, minimum=1.0)
 # A streaming answer whose worker has not been heard from for this long is
 # failed (the worker saves progress every 2 s); so is one never picked up.
@@ -268,6 +270,8 @@ CELERY_BEAT_SCHEDULE = {
 # threads. In the embedded default, two thread pools of the web process.
 ARENA_QUEUE_LOCAL = env_str("ARENA_QUEUE_LOCAL", "generation")
 ARENA_QUEUE_HTTP = env_str("ARENA_QUEUE_HTTP", "generation-http")
+# A task sent without a queue (dispatch always names one) goes to the local one.
+CELERY_TASK_ROUTES = {"inference.tasks.generate_answer": {"queue": ARENA_QUEUE_LOCAL}}
 ARENA_HTTP_THREAD_WORKERS = env_int("ARENA_HTTP_THREAD_WORKERS", 32, minimum=1)
 # Threads for the database calls of a process's generations (claim aside:
 # progress every 2 s per answer, the outcome): they share one event loop.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import weakref
@@ -10,6 +11,7 @@ from typing import Any
 
 import redis.exceptions
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from arena.events import ServerEvent, battle_group
 
@@ -45,7 +47,9 @@ class Publisher:
             return
         layer = get_channel_layer()
         assert layer is not None, "CHANNEL_LAYERS is not configured"
-        message = {"type": "battle.event", "event": event}
+        # Encoded once here, sent as is by every socket watching the battle
+        # (arena.consumers.BattleConsumer.dispatch): no JSON work in the web server.
+        message = {"type": "battle.event", "text": json.dumps(event)}
         home = self.home_loop
         try:
             if home is not None and home is not asyncio.get_running_loop():
@@ -103,8 +107,14 @@ class PublishPipeline:
         return done
 
     async def _run(self) -> None:
+        gather = settings.ARENA_PUBLISH_GATHER
         while True:
             await self._wake.wait()
+            if gather:
+                # A moment for other streams' events to join this round trip:
+                # fewer, larger writes here, in Redis and in the web servers'
+                # reads (bench/load.py), for at most this much latency.
+                await asyncio.sleep(gather)
             self._wake.clear()
             batch, self._waiting = self._waiting, []
             for shard, client in enumerate(self._clients):

@@ -3,7 +3,9 @@ server, Ollama, hosted APIs.
 
 One call is one `POST {base_url}/chat/completions` with `stream: true` and
 `stream_options: {include_usage: true}`, read as server-sent events with
-httpx + httpx-sse. Four timeouts: connect (httpx), first token (from the
+aiohttp (its C HTTP parser relays a token for about a third of the CPU that
+httpx + httpx-sse took: bench/load.py); the management calls stay on httpx.
+Four timeouts: connect, first token (from the
 request to the first text: queueing and prefill), idle (the longest silence
 between two chunks) and total. Closing the stream closes the connection,
 which makes vLLM abort the request and free its slot.
@@ -27,13 +29,13 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import aiohttp
 import httpx
-from httpx_sse import EventSource, SSEError
 
 from inference.engines.base import EngineError, GenerationRequest, StreamEnd, StreamEvent, TextDelta
 
@@ -43,6 +45,8 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 # How long a /models listing is trusted when checking a request's model name.
 MODELS_TTL_SECONDS = 60.0
 MAX_ERROR_CHARS = 300
+# An SSE line (one chunk) may be up to twice this long.
+READ_BUFFER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -90,26 +94,23 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _timeout(config: EndpointConfig) -> httpx.Timeout:
-    # Reads are bounded by this module's own first-token/idle/total deadlines.
-    return httpx.Timeout(
-        connect=config.connect_timeout,
-        read=None,
-        write=max(config.connect_timeout, 10.0),
-        pool=config.connect_timeout,
-    )
-
-
-def async_client(
-    config: EndpointConfig, transport: httpx.AsyncBaseTransport | None = None
-) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=config.base_url,
+def stream_session(config: EndpointConfig) -> aiohttp.ClientSession:
+    """One answer's HTTP session: its own connection, closed with the answer
+    (closing mid-stream is how vLLM learns to abort). Reads are bounded by
+    this module's own first-token/idle/total deadlines, not aiohttp's."""
+    return aiohttp.ClientSession(
         headers=config.headers(),
-        timeout=_timeout(config),
-        verify=_ssl_context(),
-        transport=transport,
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=config.connect_timeout, sock_connect=config.connect_timeout
+        ),
+        connector=aiohttp.TCPConnector(ssl=_ssl_context(), limit=0),
+        read_bufsize=READ_BUFFER_BYTES,
+        trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as httpx honours them
     )
+
+
+def endpoint_url(config: EndpointConfig, path: str) -> str:
+    return f"{config.base_url.rstrip('/')}/{path}"
 
 
 def sync_client(config: EndpointConfig, *, timeout: float | None = None) -> httpx.Client:
@@ -217,11 +218,8 @@ class OpenAIEngine:
     so an endpoint edited in the admin takes effect on the next answer.
     """
 
-    def __init__(
-        self, config: EndpointConfig, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, config: EndpointConfig) -> None:
         self.config = config
-        self._transport = transport
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -242,7 +240,7 @@ class OpenAIEngine:
             body["repetition_penalty"] = float(request.extra["repetition_penalty"])
         return body
 
-    async def _model_check(self, client: httpx.AsyncClient, model: str) -> None:
+    async def _model_check(self, session: aiohttp.ClientSession, model: str) -> None:
         """Refuse a model the server does not list: some servers (llama.cpp's
         Python server) answer any name with their default model. A listing is
         trusted for a minute; a name missing from it is looked up again (an
@@ -254,12 +252,14 @@ class OpenAIEngine:
             if ids is None or model in ids:
                 return  # listed, or this server has no usable /models
         try:
-            response = await client.get("models", timeout=self.config.connect_timeout + 5)
-            if response.status_code >= 400:
-                model_cache.put(url, None)
-                return
-            ids = frozenset(m.id for m in served_models_parse(response.json()))
-        except (httpx.TimeoutException, ValueError, EngineError):
+            async with asyncio.timeout(self.config.connect_timeout + 5):
+                async with session.get(endpoint_url(self.config, "models")) as response:
+                    if response.status >= 400:
+                        model_cache.put(url, None)
+                        return
+                    body = json.loads(await response.read())
+            ids = frozenset(m.id for m in served_models_parse(body))
+        except (TimeoutError, ValueError, EngineError):
             model_cache.put(url, None)
             return
         model_cache.put(url, ids)
@@ -280,54 +280,60 @@ class OpenAIEngine:
         total_at = started + config.total_timeout
         first_at = started + config.first_token_timeout
         try:
-            async with async_client(config, self._transport) as client:
-                await self._model_check(client, request.model)
+            async with stream_session(config) as session:
+                await self._model_check(session, request.model)
                 async with asyncio.timeout_at(min(first_at, total_at)):
-                    response = await client.send(
-                        client.build_request("POST", "chat/completions", json=self._body(request)),
-                        stream=True,
+                    response = await session.post(
+                        endpoint_url(config, "chat/completions"), json=self._body(request)
                     )
                 try:
-                    if response.status_code >= 400:
-                        raise http_error(
-                            response.status_code, await response.aread(), model=request.model
-                        )
+                    if response.status >= 400:
+                        body = await response.read()
+                        raise http_error(response.status, body, model=request.model)
                     async for event in self._events(response, started, first_at, total_at):
                         yield event
                 finally:
                     # Closing mid-stream drops the connection: vLLM aborts the request.
-                    await response.aclose()
+                    response.close()
+        except aiohttp.ConnectionTimeoutError:
+            raise EngineError(
+                "engine_unreachable",
+                f"The model server {config.name!r} did not accept a connection.",
+            ) from None
         except TimeoutError:
             raise EngineError(
                 "timeout",
                 f"The model server sent nothing for {config.first_token_timeout:g} s.",
             ) from None
-        except httpx.ConnectTimeout:
-            raise EngineError(
-                "engine_unreachable",
-                f"The model server {config.name!r} did not accept a connection.",
-            ) from None
-        except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
             raise EngineError(
                 "engine_unreachable",
                 f"The model server {config.name!r} could not be reached: {_short(str(exc))}",
             ) from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, OSError) as exc:
             raise EngineError(
                 "engine_failed",
                 f"The model server closed the connection mid-answer: {_short(str(exc))}",
             ) from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise EngineError(
-                "engine_failed", f"The model server failed: {_short(str(exc))}"
+                "engine_failed",
+                f"The model server failed: {_short(str(exc)) or type(exc).__name__}",
             ) from None
 
     async def _events(
-        self, response: httpx.Response, started: float, first_at: float, total_at: float
+        self, response: aiohttp.ClientResponse, started: float, first_at: float, total_at: float
     ) -> AsyncIterator[StreamEvent]:
         config = self.config
         loop = asyncio.get_running_loop()
-        sse = EventSource(response).aiter_sse()
+        content_type = response.headers.get("content-type", "")
+        if "text/event-stream" not in content_type:
+            raise EngineError(
+                "engine_failed",
+                "The model server did not stream: expected Content-Type text/event-stream, "
+                f"got {_short(content_type) or 'none'}.",
+            )
+        sse = _sse_data(response.content)
         got_text = False
         finish_reason: str | None = None
         prompt_tokens: int | None = None
@@ -343,16 +349,16 @@ class OpenAIEngine:
                     # The deadline cancels the read itself; the stream is not
                     # read again afterwards, so cancelling it mid-read is safe.
                     async with asyncio.timeout_at(deadline):
-                        message = await anext(sse)
+                        data = await anext(sse)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
                     raise self._timeout_error(loop.time(), started, total_at, got_text) from None
-                except SSEError as exc:
+                except (UnicodeDecodeError, ValueError) as exc:  # ValueError: a line too long
                     raise EngineError(
-                        "engine_failed", f"The model server did not stream: {exc}"
+                        "engine_failed", f"The model server sent an unreadable line: {exc}"
                     ) from None
-                data = message.data.strip()
+                data = data.strip()
                 if not data:
                     continue
                 if data == "[DONE]":
@@ -421,6 +427,26 @@ class OpenAIEngine:
         return EngineError(
             "timeout", f"The model server went silent for {config.idle_timeout:g} s mid-answer."
         )
+
+
+async def _sse_data(reader: aiohttp.StreamReader) -> AsyncGenerator[str, None]:
+    """The `data` of each server-sent event (its data lines joined by newlines),
+    per the WHATWG event-stream rules: events end at a blank line, lines
+    starting with ':' are comments, other fields are ignored."""
+    lines: list[str] = []
+    while True:
+        line = await reader.readline()
+        if not line:  # end of the stream: an unterminated event is dropped
+            return
+        line = line.rstrip(b"\r\n")
+        if not line:
+            if lines:
+                yield "\n".join(lines)
+                lines = []
+            continue
+        name, _, value = line.partition(b":")
+        if name == b"data":
+            lines.append(value[1:].decode() if value[:1] == b" " else value.decode())
 
 
 def _int_or_none(value: object) -> int | None:
