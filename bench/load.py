@@ -1029,6 +1029,13 @@ def report_print(report: Report, config: LoadConfig) -> None:
             + ", ".join(f"{k} {v:.3f}" for k, v in per_token.items())
             + f"; total {sum(per_token.values()):.3f}"
         )
+        # What N streams at the configured rate would need at that cost, against
+        # the cores there are: past 100% the tokens queue and latency grows.
+        demand = 2 * r.battles * config.rate * sum(per_token.values()) / 1000
+        log(
+            f"  CPU demand at {2 * r.battles} streams x {config.rate:g} tokens/s: "
+            f"{demand:.2f} cores of {os.cpu_count()} ({100 * demand / (os.cpu_count() or 1):.0f}%)"
+        )
     log(
         f"  wall {r.wall_seconds:.1f} s playing (+{r.setup_seconds:.1f} s opening); "
         f"load average {r.loadavg[0]:.2f} {r.loadavg[1]:.2f} {r.loadavg[2]:.2f}"
