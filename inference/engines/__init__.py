@@ -14,6 +14,7 @@ from inference.engines.openai import EndpointConfig, OpenAIEngine
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
+_requeued = threading.Event()
 
 
 def engine_get(kind: str) -> Engine:
@@ -45,6 +46,32 @@ def _engine_make(kind: str) -> Engine:
     raise EngineError("engine_unknown", f"no engine of kind {kind!r}")
 
 
+def _ingest_requeue_start() -> None:
+    """The embedded default's document ingestion runs in this process's
+    threads: jobs it had queued before a restart are queued again (once per
+    process)."""
+    if _requeued.is_set():
+        return
+    _requeued.set()
+
+    def requeue() -> None:
+        from django.db import close_old_connections, connection
+
+        from inference.rag.jobs import ingest_jobs_requeue
+
+        close_old_connections()
+        try:
+            count = ingest_jobs_requeue()
+            if count:
+                log.info("queued %d waiting document ingestion jobs again", count)
+        except Exception:  # tables not migrated yet, a database hiccup
+            log.exception("queueing waiting ingestion jobs again failed")
+        finally:
+            connection.close()
+
+    threading.Thread(target=requeue, name="ingest-requeue", daemon=True).start()
+
+
 def engine_preload() -> None:
     """Warm this process's serving side in the background: load the local
     model and its adapters if enabled contenders use them, and, in the
@@ -53,6 +80,7 @@ def engine_preload() -> None:
         from inference.health import health_monitor_start
 
         health_monitor_start()
+        _ingest_requeue_start()
     if not settings.ARENA_PRELOAD:
         return
 

@@ -186,6 +186,18 @@ def ingest_jobs_reap() -> int:
     return reaped
 
 
+def ingest_jobs_requeue() -> int:
+    """Queue again the jobs still waiting: in the embedded default they were
+    queued in the threads of a web process, lost when it restarted. Each runs
+    once however often it is queued (ingest_job_run claims it)."""
+    from inference.dispatch import ingest_start
+
+    job_ids = list(IngestJob.objects.filter(status=Status.QUEUED).values_list("id", flat=True))
+    for job_id in job_ids:
+        ingest_start(job_id=job_id)
+    return len(job_ids)
+
+
 def ingest_jobs_recent(*, knowledge_base: KnowledgeBase, limit: int = 10) -> QuerySet[IngestJob]:
     return IngestJob.objects.filter(knowledge_base=knowledge_base).select_related("uploaded_by")[
         :limit
