@@ -89,20 +89,20 @@ class PublishPipeline:
 
         self._layer = layer
         self._loop_layer = layer._get_layer()
-        self._clients = [
-            aioredis.Redis(connection_pool=create_pool(shard.host))
+        self._clients = {
+            shard: aioredis.Redis(connection_pool=create_pool(shard.host))
             for shard in self._loop_layer._shards
-        ]
-        self._waiting: list[tuple[int, str, bytes, asyncio.Future[None]]] = []
+        }
+        self._waiting: dict[Any, list[tuple[str, bytes, asyncio.Future[None]]]] = {}
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def publish(self, group: str, message: dict[str, Any]) -> asyncio.Future[None]:
         loop_layer = self._loop_layer
         channel = loop_layer._get_group_channel_name(group)
-        shard = loop_layer._shards.index(loop_layer._get_shard(channel))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((shard, channel, self._layer.serialize(message), done))
+        sends = self._waiting.setdefault(loop_layer._get_shard(channel), [])
+        sends.append((channel, self._layer.serialize(message), done))
         self._wake.set()
         return done
 
@@ -116,17 +116,15 @@ class PublishPipeline:
                 # reads (bench/load.py), for at most this much latency.
                 await asyncio.sleep(gather)
             self._wake.clear()
-            batch, self._waiting = self._waiting, []
-            for shard, client in enumerate(self._clients):
-                sends = [item for item in batch if item[0] == shard]
-                if sends:
-                    await self._send(client, sends)
+            batch, self._waiting = self._waiting, {}
+            for shard, sends in batch.items():
+                await self._send(self._clients[shard], sends)
 
     @staticmethod
-    async def _send(client: Any, sends: list[tuple[int, str, bytes, asyncio.Future[None]]]) -> None:
+    async def _send(client: Any, sends: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
         try:
             pipe = client.pipeline(transaction=False)
-            for _, channel, data, _ in sends:
+            for channel, data, _ in sends:
                 pipe.publish(channel, data)
             await pipe.execute()
         except Exception as exc:

@@ -11,18 +11,19 @@ from django.db import InterfaceError, OperationalError
 
 from inference.generation import generation_run
 
-
 # A claim that failed because the database was briefly away is retried; once
-# claimed, generation_run handles its own failures (and the reaper the rest).
-@shared_task(
-    name="inference.tasks.generate_answer",
-    ignore_result=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=1,
-    retry_backoff_max=8,
-    retry_jitter=False,
-    max_retries=5,
-)
+# claimed, the task handles its own failures (and a reaper the rest).
+DB_RETRIED: dict[str, Any] = {
+    "ignore_result": True,
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 8,
+    "retry_jitter": False,
+    "max_retries": 5,
+}
+
+
+@shared_task(name="inference.tasks.generate_answer", **DB_RETRIED)
 def generate_answer(answer_id: int) -> None:
     generation_run(answer_id=answer_id)
 
@@ -34,15 +35,7 @@ def judge_rag_answer(answer_id: int) -> None:
     answer_rag_judge(answer_id=answer_id)
 
 
-@shared_task(
-    name="inference.tasks.ingest_upload",
-    ignore_result=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=1,
-    retry_backoff_max=8,
-    retry_jitter=False,
-    max_retries=5,
-)
+@shared_task(name="inference.tasks.ingest_upload", **DB_RETRIED)
 def ingest_upload(job_id: int) -> None:
     """An admin upload's documents ingested (queued on the local queue)."""
     from inference.rag.jobs import ingest_job_run
