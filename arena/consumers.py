@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import uuid
 from typing import Any
+from urllib.parse import parse_qs
 
 import kombu.exceptions
 import redis.exceptions
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -31,8 +38,10 @@ from arena.events import (
     client_event_parse,
     error_event,
 )
+from arena.hub import BattleHub, battle_hub
 from arena.models import Answer, Battle
 from arena.moderation import prompt_moderate
+from arena.outbox import Outbox
 from arena.ratelimit import client_ip, rate_check
 from arena.reaper import reaper_ensure
 from arena.selectors import battle_state, vote_reveal
@@ -78,8 +87,31 @@ def _battle_owned(battle_id: str, session_key: str) -> uuid.UUID:
 class BattleConsumer(AsyncJsonWebsocketConsumer):
     battle_id: uuid.UUID | None = None
     session_key: str = ""
+    outbox: Outbox | None = None
+    hub: BattleHub | None = None
+    _resyncing: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        layer = get_channel_layer(self.channel_layer_alias)
+        hub = battle_hub(layer) if layer is not None else None
+        if hub is None:
+            await super().__call__(scope, receive, send)
+            return
+        # Battle events come through the hub (arena.hub): the socket needs no
+        # channel of its own in the layer (a subscription less per socket),
+        # and Channels' dispatch loop waits on the client alone.
+        self.scope = scope
+        self.channel_layer = layer
+        self.hub = hub
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            await await_many_dispatch([receive], self.dispatch)
 
     async def connect(self) -> None:
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        self.outbox = Outbox(
+            self._write, batch=query.get("batch") == ["1"], gather=settings.ARENA_SOCKET_GATHER
+        )
         session = self.scope.get("session")
         self.session_key = (session.session_key if session is not None else None) or ""
         peer = self.scope.get("client") or ("", 0)
@@ -90,6 +122,8 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
+        if self.outbox is not None:
+            self.outbox.close()
         try:
             await self._unwatch()
         except LAYER_ERRORS:
@@ -198,19 +232,46 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
                 await self._broadcast(await self._state())
                 raise ArenaError("unavailable", retry_after=UNAVAILABLE_RETRY_SECONDS) from None
 
+    # --- frames -----------------------------------------------------------
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        """Every text frame goes through the outbox: in order with the relayed events."""
+        if text_data is not None and not close and self.outbox is not None:
+            await self.outbox.send(text_data)
+            return
+        await super().send(text_data, bytes_data, close)
+
+    async def _write(self, text: str) -> None:
+        await self.base_send({"type": "websocket.send", "text": text})
+
+    def deliver(self, text: str) -> None:
+        """A battle event from the hub (arena.hub), already JSON."""
+        if self.outbox is not None:
+            self.outbox.push(text)
+
+    def resync(self) -> None:
+        """The hub lost Redis for a while: events may be missing; send the saved state."""
+        if self.battle_id is not None and (self._resyncing is None or self._resyncing.done()):
+            self._resyncing = asyncio.get_running_loop().create_task(self._resync())
+
+    async def _resync(self) -> None:
+        try:
+            await self.send_json(await self._state())
+        except Exception as exc:  # the page's own resume covers it
+            log.warning("resync after a Redis reconnect failed: %r", exc)
+
     # --- group plumbing ---------------------------------------------------
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections before every handler, on
         # the server's one thread for synchronous work; a relayed event touches
         # no database, and under load that hop serialised every gen.delta of
-        # every socket (bench/load.py). Relay events straight to the socket.
+        # every socket (bench/load.py). Relay events straight to the outbox.
         if message.get("type") == "battle.event":
             text = message.get("text")  # a worker's event, already encoded
-            if text is not None:
-                await self.send(text_data=text)
-            else:
-                await self.send_json(message["event"])
+            self.deliver(text if text is not None else json.dumps(message["event"]))
             return
         await super().dispatch(message)
 
@@ -229,13 +290,19 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         await self._unwatch()
         # Watching only once the group is joined: a failed join is retried by
         # the visitor's next battle.resume instead of being taken as done.
-        await self.channel_layer.group_add(battle_group(battle_id), self.channel_name)
+        if self.hub is not None:
+            await self.hub.join(battle_group(battle_id), self)
+        else:
+            await self.channel_layer.group_add(battle_group(battle_id), self.channel_name)
         self.battle_id = battle_id
 
     async def _unwatch(self) -> None:
         if self.battle_id is not None:
             battle_id, self.battle_id = self.battle_id, None
-            await self.channel_layer.group_discard(battle_group(battle_id), self.channel_name)
+            if self.hub is not None:
+                self.hub.leave(battle_group(battle_id), self)
+            else:
+                await self.channel_layer.group_discard(battle_group(battle_id), self.channel_name)
 
     async def _state(self) -> ServerEvent:
         return await database_sync_to_async(battle_state)(battle_id=self._current())
@@ -243,7 +310,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
     async def _broadcast(self, event: ServerEvent) -> None:
         try:
             await self.channel_layer.group_send(
-                battle_group(self._current()), {"type": "battle.event", "event": event}
+                battle_group(self._current()), {"type": "battle.event", "text": json.dumps(event)}
             )
         except LAYER_ERRORS as exc:
             # The channel layer is down: this visitor still hears what was

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, TextField, Value, When
 from django.utils import timezone
 
 from arena.events import ArenaError
@@ -370,11 +370,18 @@ def answer_passages_save(
     Answer.objects.filter(pk=answer_id).update(passages=passages, messages=messages)
 
 
-def answer_progress(*, answer_id: int, text: str) -> None:
-    """Save the partial text of a streaming answer, so a reconnect resyncs to it;
-    it is also the worker's heartbeat."""
-    Answer.objects.filter(pk=answer_id, status=Answer.Status.STREAMING).update(
-        text=text, heartbeat_at=timezone.now()
+def answers_progress(*, texts: dict[int, str | None]) -> int:
+    """Save the partial texts of streaming answers (None: unchanged), so a
+    reconnect resyncs to them; it is also their worker's heartbeat. One
+    statement for all of a worker's answers. Returns the rows updated."""
+    if not texts:
+        return 0
+    changed = [When(pk=pk, then=Value(text)) for pk, text in texts.items() if text is not None]
+    fields: dict[str, Any] = {"heartbeat_at": timezone.now()}
+    if changed:
+        fields["text"] = Case(*changed, default=F("text"), output_field=TextField())
+    return Answer.objects.filter(pk__in=list(texts), status=Answer.Status.STREAMING).update(
+        **fields
     )
 
 

@@ -238,6 +238,12 @@ ARENA_DELTA_INTERVAL = env_float("ARENA_DELTA_INTERVAL_MS", 40.0, minimum=1.0) /
 # How long a worker's publisher waits for more events to send to Redis in one
 # round trip (0: none): a few ms of latency for fewer, larger writes.
 ARENA_PUBLISH_GATHER = env_float("ARENA_PUBLISH_GATHER_MS", 2.0, minimum=0.0) / 1000.0
+# How long a socket that takes batched frames (the page does) waits for more
+# events before writing them as one frame (0: none; arena.outbox).
+ARENA_SOCKET_GATHER = env_float("ARENA_SOCKET_GATHER_MS", 5.0, minimum=0.0) / 1000.0
+# With the Redis pub/sub layer: battle events go from the web process's own
+# subscriber straight to the sockets (arena.hub) instead of Channels' groups.
+ARENA_BATTLE_HUB = env_bool("ARENA_BATTLE_HUB", True)
 ARENA_GENERATION_TIMEOUT = env_float("ARENA_GENERATION_TIMEOUT", 300.0, minimum=1.0)
 # A streaming answer whose worker has not been heard from for this long is
 # failed (the worker saves progress every 2 s); so is one never picked up.

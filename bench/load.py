@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -78,6 +78,7 @@ SIZES = (5, 10, 15, 20, 25, 50, 100, 200, 300, 400, 600, 800)
 LATENCY_TARGET_MS = 100.0
 RATIO_TARGET = 0.999
 PROGRESS_SECONDS = 2.0
+WINDOW_SECONDS = 1.0  # the latency's p99 is also reported per this much emission time
 LATE_SECONDS = 5.0  # after the vote's acknowledgement, for frames still on their way
 LOCK_KEY = "arena-bench-load:lock"
 INBOX_KEYS = "asgispecific.*"  # channels_redis: prefix "asgi" + the process's channel prefix
@@ -114,6 +115,8 @@ class LoadConfig:
     web_workers: int = 1  # web server processes, sharing one listening socket
     progress: bool = True
     warmup: bool = True  # one unmeasured battle before each run
+    batch: bool = True  # the clients take batched frames (?batch=1), as the page does
+    hub: bool = True  # ARENA_BATTLE_HUB of the web server
 
 
 def pg_server_url(database_url: str | None) -> str:
@@ -285,6 +288,7 @@ class Stack:
             ARENA_DATA_DIR=str(self.data_dir),
             ARENA_RATE_LIMITS="",
             ARENA_DELTA_INTERVAL_MS=f"{self.config.delta_ms:g}",
+            ARENA_BATTLE_HUB="1" if self.config.hub else "0",
             ARENA_PRELOAD="0",
             ARENA_LOG_LEVEL="WARNING",
             DJANGO_SETTINGS_MODULE="arena.settings",
@@ -577,16 +581,17 @@ class Battle:
     refused: str = ""
     resync_asked: bool = False
     resyncs: int = 0
+    backlog: deque[dict[str, Any]] = field(default_factory=deque)  # events of a batched frame
 
-    def latencies(self) -> list[float]:
-        """Seconds from each token's emission to the client reading it."""
+    def latencies(self) -> list[tuple[float, float]]:
+        """(emitted at, seconds from emission to the client reading it), per token."""
         out = []
         for answer in self.answers.values():
             ends = [end for end, _ in answer.arrivals]
             for _, emitted, end in tokens_parse(answer.text):
                 i = bisect.bisect_left(ends, end)
                 if i < len(ends):
-                    out.append(answer.arrivals[i][1] - emitted)
+                    out.append((emitted, answer.arrivals[i][1] - emitted))
         return out
 
     def delivered(self) -> int:
@@ -606,6 +611,8 @@ class Tally:
         self.votes_acked = 0
         self.tokens = 0
         self.resyncs = 0
+        self.frames = 0  # websocket frames read
+        self.events = 0  # events in them
         self.peak_inbox = 0
         self.peak_db = 0
         self.busy_cpu: dict[str, float] = {}  # CPU figures when a frame was last heard
@@ -618,15 +625,21 @@ class Tally:
             self.go.set()
 
 
-async def _next(ws: Any, tally: Tally) -> dict[str, Any]:
-    event = json.loads(await ws.recv())
-    tally.heard = time.monotonic()
+async def _next(ws: Any, battle: Battle, tally: Tally) -> dict[str, Any]:
+    """The next event: a frame holds one, or (batched) a JSON array of them."""
+    if not battle.backlog:
+        data = json.loads(await ws.recv())
+        tally.heard = time.monotonic()
+        tally.frames += 1
+        battle.backlog.extend(data if isinstance(data, list) else [data])
+    event = battle.backlog.popleft()
+    tally.events += 1
     if not isinstance(event, dict):
         raise RuntimeError(f"not an event: {event!r}")
     return event
 
 
-async def _battle_open(url: str, battle: Battle, tally: Tally) -> Any:
+async def _battle_open(url: str, battle: Battle, tally: Tally, batch: bool) -> Any:
     """GET / for the session cookie, the websocket, battle.start: the open socket."""
     from websockets.asyncio.client import connect
 
@@ -638,7 +651,7 @@ async def _battle_open(url: str, battle: Battle, tally: Tally) -> Any:
         raise RuntimeError("GET / set no sessionid cookie")
     battle.stage = "connecting"
     ws = await connect(
-        "ws://" + url.removeprefix("http://") + "/ws/battle/",
+        "ws://" + url.removeprefix("http://") + "/ws/battle/" + ("?batch=1" if batch else ""),
         additional_headers={"Cookie": f"sessionid={session}", "Origin": url},
         proxy=None, open_timeout=60, ping_interval=None, max_size=2**22,
     )  # fmt: skip
@@ -646,7 +659,7 @@ async def _battle_open(url: str, battle: Battle, tally: Tally) -> Any:
         battle.stage = "starting"
         await ws.send(json.dumps({"type": "battle.start", "mode": "anonymous"}))
         while not battle.id:
-            event = await _next(ws, tally)
+            event = await _next(ws, battle, tally)
             if event["type"] == "error":
                 raise RuntimeError(f"battle.start refused: {event.get('code')}")
             if event["type"] == "battle.state":
@@ -657,10 +670,10 @@ async def _battle_open(url: str, battle: Battle, tally: Tally) -> Any:
     return ws
 
 
-async def battle_play(url: str, battle: Battle, tally: Tally) -> None:
+async def battle_play(url: str, battle: Battle, tally: Tally, batch: bool = True) -> None:
     """One visitor's whole battle; records how far it got in `battle`."""
     async with tally.opening:
-        ws = await _battle_open(url, battle, tally)
+        ws = await _battle_open(url, battle, tally, batch)
     async with ws:
         battle.stage = "waiting"
         tally.opened()
@@ -682,11 +695,11 @@ async def _battle_read(ws: Any, battle: Battle, tally: Tally) -> None:
     acked_at: float | None = None
     while acked_at is None or len(done_frames) < 2:
         if acked_at is None:
-            event = await _next(ws, tally)
+            event = await _next(ws, battle, tally)
         else:
             try:
                 left = acked_at + LATE_SECONDS - time.monotonic()
-                event = await asyncio.wait_for(_next(ws, tally), max(left, 0.0))
+                event = await asyncio.wait_for(_next(ws, battle, tally), max(left, 0.0))
             except TimeoutError:
                 return
         now = time.time()
@@ -785,9 +798,12 @@ class Report:
     answers_resynced: int = 0  # seen finished only through a resync
     dropped: int = 0  # group_send messages the channel layer dropped (workers' logs)
     peak_inbox: int = 0  # most messages waiting for daphne in the channel layer
+    frames: int = 0  # websocket frames the clients read
+    events: int = 0  # events in them (more than frames when batched)
     peak_db: int = 0  # most connections to the scratch database (sampled every 0.5 s)
     db_sessions: int = 0  # connections opened to it while playing
     latency_ms: dict[str, float] = field(default_factory=dict)
+    latency_windows: list[tuple[float, int]] = field(default_factory=list)  # (p99 ms, tokens)
     peak_streams: int = 0
     server_lag_p99_ms: float = float("nan")
     cpu_percent: dict[str, float] = field(default_factory=dict)
@@ -866,6 +882,7 @@ async def _play(stack: Stack, n: int) -> Report:
     in_db = await asyncio.to_thread(stack.votes_in_db, [b.id for b in battles if b.id])
     report = _report(battles, stats, in_db, monitor, cpu, setup, wall)
     report.peak_inbox = tally.peak_inbox
+    report.frames, report.events = tally.frames, tally.events
     report.peak_db = tally.peak_db
     # PostgreSQL's statistics reach pg_stat_database with a delay of up to a second.
     await asyncio.sleep(1.5)
@@ -894,7 +911,7 @@ async def _settle(
 async def _bounded(url: str, battle: Battle, tally: Tally, config: LoadConfig) -> None:
     limit = config.setup_seconds + config.tokens / config.rate + config.slack_seconds
     try:
-        await asyncio.wait_for(battle_play(url, battle, tally), limit)
+        await asyncio.wait_for(battle_play(url, battle, tally, config.batch), limit)
     except TimeoutError:
         battle.failure = f"timed out while {battle.stage}"
     except Exception as exc:
@@ -947,9 +964,9 @@ def _report(
 ) -> Report:
     monitor.sample()
     report = Report(battles=len(battles), setup_seconds=setup, wall_seconds=wall)
-    latencies: list[float] = []
+    timed: list[tuple[float, float]] = []
     for b in battles:
-        latencies.extend(b.latencies())
+        timed.extend(b.latencies())
         report.tokens_delivered += b.delivered()
         report.resyncs += b.resyncs
         for answer in b.answers.values():
@@ -974,6 +991,8 @@ def _report(
     report.tokens_emitted = int(stats["tokens_emitted"])
     report.peak_streams = int(stats["peak_active"])
     report.server_lag_p99_ms = float(stats["lag_ms_p99"])
+    latencies = [lat for _, lat in timed]
+    report.latency_windows = _latency_windows(timed)
     report.latency_ms = {
         "p50": percentile(latencies, 0.5) * 1000,
         "p99": percentile(latencies, 0.99) * 1000,
@@ -983,6 +1002,22 @@ def _report(
     report.peak_rss_mb = dict(monitor.peak_rss)
     report.loadavg = os.getloadavg()
     return report
+
+
+def _latency_windows(timed: list[tuple[float, float]]) -> list[tuple[float, int]]:
+    """The added latency's p99 and token count per WINDOW_SECONDS of emission
+    time, from the first token on: where in a run the tail comes from (the
+    streams' start, their steady state, their end and the votes)."""
+    if not timed:
+        return []
+    first = min(emitted for emitted, _ in timed)
+    windows: dict[int, list[float]] = {}
+    for emitted, lat in timed:
+        windows.setdefault(int((emitted - first) / WINDOW_SECONDS), []).append(lat)
+    return [
+        (percentile(windows[i], 0.99) * 1000, len(windows[i])) if i in windows else (math.nan, 0)
+        for i in range(max(windows) + 1)
+    ]
 
 
 def report_print(report: Report, config: LoadConfig) -> None:
@@ -1007,11 +1042,21 @@ def report_print(report: Report, config: LoadConfig) -> None:
         f"over capacity; resyncs after a gap {r.resyncs}, answers seen finished only "
         f"through a resync {r.answers_resynced}"
     )
+    if r.frames:
+        log(
+            f"  websocket: {r.events} events in {r.frames} frames "
+            f"({r.events / r.frames:.2f} events per frame)"
+        )
     lat = r.latency_ms
     log(
         f"  added latency engine -> client: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
         f"max {lat['max']:.1f} ms (coalescing window {config.delta_ms:g} ms by design)"
     )
+    if r.latency_windows:
+        log(
+            f"  p99 per {WINDOW_SECONDS:g} s of emission (ms): "
+            + " ".join("-" if count == 0 else f"{p99:.0f}" for p99, count in r.latency_windows)
+        )
     log(
         "  cpu (% of one core) "
         + ", ".join(f"{k} {v:.0f}%" for k, v in r.cpu_percent.items())
@@ -1091,6 +1136,10 @@ def main(argv: list[str] | None = None) -> int:
         "--web-workers", type=int, default=1, help="web server processes on one socket"
     )
     parser.add_argument("--no-warmup", action="store_true", help="measure cold processes too")
+    parser.add_argument("--no-batch", action="store_true", help="one event per frame (no ?batch=1)")
+    parser.add_argument(
+        "--no-hub", action="store_true", help="the web server without its battle hub"
+    )
     args = parser.parse_args(argv)
     if min(args.battles, args.workers, args.web_workers, args.tokens) < 1 or args.rate <= 0:
         parser.error("--battles, --workers, --web-workers, --tokens and --rate must be positive")
@@ -1105,6 +1154,8 @@ def main(argv: list[str] | None = None) -> int:
         opening=args.opening,
         server=args.server,
         web_workers=args.web_workers,
+        batch=not args.no_batch,
+        hub=not args.no_hub,
     )
     sizes = sorted({int(s) for s in args.sizes.split(",")}) if args.sweep else [args.battles]
     _stop_on_sigterm()
@@ -1113,6 +1164,7 @@ def main(argv: list[str] | None = None) -> int:
         f"2 answers each of {config.tokens} tokens at {config.rate:g} tokens/s, "
         f"{config.server} x {config.web_workers}, {config.workers} worker(s), "
         f"delta window {config.delta_ms:g} ms, "
+        f"hub {'on' if config.hub else 'off'}, {'batched' if config.batch else 'single'} frames, "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
     )
     rows: list[tuple[int, Report]] = []

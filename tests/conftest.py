@@ -30,6 +30,24 @@ ON_SERVICES = bool(settings.REDIS_URL) and settings.DATABASES["default"]["ENGINE
 TINY = {"temperature": 0.0, "max_tokens": 6}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_stale_cancel_flags() -> None:
+    """Stop flags are keyed by answer id and live 10 minutes; each test
+    database numbers answers from 1 again, so a run minutes after another
+    would find its flags and stop answers at once."""
+    if not settings.REDIS_URL:
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = list(client.scan_iter("arena:cancel:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @pytest.fixture(autouse=True)
 def _generous_rate_limits(settings: object) -> None:
     """Tests act faster than people; the rate-limit tests set their own limits."""

@@ -39,7 +39,8 @@
 
   function connect() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    ws = new WebSocket(proto + "//" + location.host + root.dataset.wsPath);
+    // batch=1: a frame may carry several events, as a JSON array in order.
+    ws = new WebSocket(proto + "//" + location.host + root.dataset.wsPath + "?batch=1");
     ws.onopen = function () {
       retry = 0;
       const saved = sessionStorage.getItem(STORE_KEY);
@@ -52,14 +53,16 @@
       render();
     };
     ws.onmessage = function (msg) {
-      let event;
+      let data;
       try {
-        event = JSON.parse(msg.data);
+        data = JSON.parse(msg.data);
       } catch (e) {
         return;
       }
-      const handler = handlers[event.type];
-      if (handler) handler(event);
+      (Array.isArray(data) ? data : [data]).forEach(function (event) {
+        const handler = event && handlers[event.type];
+        if (handler) handler(event);
+      });
       render();
     };
     ws.onclose = function () {
