@@ -90,6 +90,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
     outbox: Outbox | None = None
     hub: BattleHub | None = None
     _resyncing: asyncio.Task[None] | None = None
+    _frame_send: Any = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         layer = get_channel_layer(self.channel_layer_alias)
@@ -104,6 +105,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         self.channel_layer = layer
         self.hub = hub
         self.base_send = send
+        self._frame_send = _session_free(send)
         with contextlib.suppress(StopConsumer):
             await await_many_dispatch([receive], self.dispatch)
 
@@ -244,7 +246,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         await super().send(text_data, bytes_data, close)
 
     async def _write(self, text: str) -> None:
-        await self.base_send({"type": "websocket.send", "text": text})
+        await (self._frame_send or self.base_send)({"type": "websocket.send", "text": text})
 
     def deliver(self, text: str) -> None:
         """A battle event from the hub (arena.hub), already JSON."""
@@ -317,6 +319,17 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
             # saved (a vote is acknowledged); other tabs resync later.
             log.warning("channel layer unavailable, replying to this socket only: %r", exc)
             await self.send_json(event)
+
+
+def _session_free(send: Any) -> Any:
+    """The server's own `send` under Channels' session middleware: its wrapper
+    saves the session and sets the cookie on HTTP responses; a websocket frame
+    carries neither, and its checks cost every frame a few microseconds."""
+    wrapper = getattr(send, "__self__", None)
+    real = getattr(wrapper, "real_send", None)
+    if type(wrapper).__name__ == "InstanceSessionWrapper" and real is not None:
+        return real
+    return send
 
 
 def _unavailable() -> ErrorEvent:

@@ -242,10 +242,10 @@ ARENA_MAX_NEW_TOKENS = env_int("ARENA_MAX_NEW_TOKENS", 256, minimum=1)
 ARENA_DELTA_INTERVAL = env_float("ARENA_DELTA_INTERVAL_MS", 40.0, minimum=1.0) / 1000.0
 # How long a worker's publisher waits for more events to send to Redis in one
 # round trip (0: none): a few ms of latency for fewer, larger writes.
-ARENA_PUBLISH_GATHER = env_float("ARENA_PUBLISH_GATHER_MS", 2.0, minimum=0.0) / 1000.0
+ARENA_PUBLISH_GATHER = env_float("ARENA_PUBLISH_GATHER_MS", 5.0, minimum=0.0) / 1000.0
 # How long a socket that takes batched frames (the page does) waits for more
 # events before writing them as one frame (0: none; arena.outbox).
-ARENA_SOCKET_GATHER = env_float("ARENA_SOCKET_GATHER_MS", 5.0, minimum=0.0) / 1000.0
+ARENA_SOCKET_GATHER = env_float("ARENA_SOCKET_GATHER_MS", 15.0, minimum=0.0) / 1000.0
 # With the Redis pub/sub layer: battle events go from the web process's own
 # subscriber straight to the sockets (arena.hub) instead of Channels' groups.
 ARENA_BATTLE_HUB = env_bool("ARENA_BATTLE_HUB", True)
@@ -284,9 +284,9 @@ ARENA_QUEUE_HTTP = env_str("ARENA_QUEUE_HTTP", "generation-http")
 # A task sent without a queue (dispatch always names one) goes to the local one.
 CELERY_TASK_ROUTES = {"inference.tasks.generate_answer": {"queue": ARENA_QUEUE_LOCAL}}
 ARENA_HTTP_THREAD_WORKERS = env_int("ARENA_HTTP_THREAD_WORKERS", 32, minimum=1)
-# Threads for the database calls of a process's generations (claim aside:
-# progress every 2 s per answer, the outcome): they share one event loop.
-ARENA_GENERATION_DB_THREADS = env_int("ARENA_GENERATION_DB_THREADS", 16, minimum=1)
+# Threads for the database calls of a process's generations (the claims, the
+# progress of all of them every 2 s, the outcomes): they share one event loop.
+ARENA_GENERATION_DB_THREADS = env_int("ARENA_GENERATION_DB_THREADS", 4, minimum=1)
 # Endpoint and contender health checks (Celery beat; a thread when embedded).
 ARENA_HEALTH_SECONDS = env_float("ARENA_HEALTH_SECONDS", 30.0, minimum=1.0)
 # The embedded default's health-check thread (the web process has no beat).

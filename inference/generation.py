@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import InterfaceError, OperationalError, connection
 
 from arena.events import GenDeltaEvent, GenErrorEvent
 from arena.markdown import render_markdown
@@ -48,18 +48,23 @@ T = TypeVar("T")
 
 def generation_run(*, answer_id: int, home_loop: asyncio.AbstractEventLoop | None = None) -> None:
     """The body of the generation task (a Celery task or a web-process thread):
-    claims the answer here, then streams it on the process's generation loop
-    and waits for it to end."""
-    close_old_connections()
-    try:
-        job = answer_claim(answer_id=answer_id)
-    finally:
-        connection.close()
+    claims and streams the answer on the process's generation loop, and waits
+    for it to end."""
+    coro = _claim_and_generate(answer_id, home_loop)
+    asyncio.run_coroutine_threadsafe(coro, generation_loop()).result()
+
+
+async def _claim_and_generate(answer_id: int, home_loop: asyncio.AbstractEventLoop | None) -> None:
+    # The claim runs on the loop's few database threads, not on the task's
+    # own thread: a hundred answers queued at once would otherwise be a
+    # hundred threads compiling queries together, and the loop's thread,
+    # which relays every stream's tokens, would wait its turn for the GIL
+    # behind all of them (bench/load.py: p99 over 400 ms in the first seconds).
+    job = await _db(answer_claim, answer_id=answer_id)
     if job is None:
         log.info("answer %s is not pending any more; nothing to do", answer_id)
         return
-    publisher = Publisher(job.battle_id, home_loop)
-    asyncio.run_coroutine_threadsafe(_generate_guarded(job, publisher), generation_loop()).result()
+    await _generate_guarded(job, Publisher(job.battle_id, home_loop))
 
 
 _loop_lock = threading.Lock()

@@ -21,11 +21,12 @@ class Client:
         session_key: str | None,
         origin: str = "http://127.0.0.1:8000",
         address: str = "127.0.0.1",
+        path: str = "/ws/battle/",
     ) -> None:
         headers = [(b"origin", origin.encode()), (b"host", b"127.0.0.1:8000")]
         if session_key:
             headers.append((b"cookie", f"sessionid={session_key}".encode()))
-        self.comm = WebsocketCommunicator(application, "/ws/battle/", headers=headers)
+        self.comm = WebsocketCommunicator(application, path, headers=headers)
         self.comm.scope["client"] = [address, 50000]
         self.seen: list[Event] = []
 

@@ -1,0 +1,108 @@
+"""A socket's outbox: order, batching, gathering, a closed socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from arena.outbox import Outbox
+
+
+class Socket:
+    """Records frames; each write takes a moment, as a real one can."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.frames: list[str] = []
+        self.delay = delay
+        self.fail = False
+
+    async def write(self, text: str) -> None:
+        if self.fail:
+            raise ConnectionResetError("the client went away")
+        await asyncio.sleep(self.delay)
+        self.frames.append(text)
+
+    def events(self) -> list[object]:
+        out: list[object] = []
+        for frame in self.frames:
+            data = json.loads(frame)
+            out.extend(data if isinstance(data, list) else [data])
+        return out
+
+
+def ev(i: int) -> str:
+    return json.dumps({"type": "gen.delta", "seq": i})
+
+
+async def test_without_batching_every_event_is_its_own_frame_in_order() -> None:
+    socket = Socket(delay=0.001)
+    box = Outbox(socket.write, batch=False, gather=0.05)  # no gathering without batching
+    for i in range(20):
+        box.push(ev(i))
+    await box.send(json.dumps({"type": "battle.state"}))
+    assert len(socket.frames) == 21
+    assert [json.loads(f).get("seq") for f in socket.frames] == [*range(20), None]
+
+
+async def test_batched_events_waiting_together_share_one_frame_in_order() -> None:
+    socket = Socket()
+    box = Outbox(socket.write, batch=True, gather=0.02)
+    for i in range(5):
+        box.push(ev(i))
+    assert socket.frames == []  # gathering
+    await asyncio.sleep(0.05)
+    assert len(socket.frames) == 1
+    assert json.loads(socket.frames[0]) == [{"type": "gen.delta", "seq": i} for i in range(5)]
+    box.push(ev(5))
+    await asyncio.sleep(0.05)
+    assert socket.frames[1] == ev(5)  # alone: a plain object, not a list of one
+    assert (box.events, box.frames) == (6, 2)
+
+
+async def test_a_reply_skips_the_gathering_but_not_the_events_before_it() -> None:
+    socket = Socket()
+    box = Outbox(socket.write, batch=True, gather=10.0)
+    box.push(ev(0))
+    box.push(ev(1))
+    reply = json.dumps({"type": "error", "code": "busy"})
+    await asyncio.wait_for(box.send(reply), 1.0)  # not held for the 10 s gather
+    assert socket.events() == [
+        {"type": "gen.delta", "seq": 0},
+        {"type": "gen.delta", "seq": 1},
+        {"type": "error", "code": "busy"},
+    ]
+
+
+async def test_events_pushed_while_a_frame_is_written_follow_it() -> None:
+    socket = Socket(delay=0.01)
+    box = Outbox(socket.write, batch=True, gather=0.0)
+    box.push(ev(0))
+    await asyncio.sleep(0.002)  # the first frame is being written
+    for i in range(1, 4):
+        box.push(ev(i))
+    await asyncio.sleep(0.05)
+    assert socket.events() == [{"type": "gen.delta", "seq": i} for i in range(4)]
+    assert len(socket.frames) == 2
+
+
+async def test_a_failed_write_closes_the_outbox_and_drops_what_waits() -> None:
+    socket = Socket()
+    box = Outbox(socket.write, batch=True, gather=0.0)
+    socket.fail = True
+    box.push(ev(0))
+    await asyncio.sleep(0.01)
+    assert box.closed
+    box.push(ev(1))
+    await box.send(ev(2))  # returns: nothing can reach a gone client
+    socket.fail = False
+    await asyncio.sleep(0.01)
+    assert socket.frames == []
+
+
+async def test_close_cancels_a_gathering_frame() -> None:
+    socket = Socket()
+    box = Outbox(socket.write, batch=True, gather=0.02)
+    box.push(ev(0))
+    box.close()
+    await asyncio.sleep(0.05)
+    assert socket.frames == []
