@@ -95,6 +95,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         layer = get_channel_layer(self.channel_layer_alias)
         hub = battle_hub(layer) if layer is not None else None
+        self._frame_send = _session_free(send)
         if hub is None:
             await super().__call__(scope, receive, send)
             return
@@ -105,7 +106,6 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         self.channel_layer = layer
         self.hub = hub
         self.base_send = send
-        self._frame_send = _session_free(send)
         with contextlib.suppress(StopConsumer):
             await await_many_dispatch([receive], self.dispatch)
 
