@@ -7,8 +7,10 @@ import json
 import logging
 import time
 import weakref
-from typing import Any
+from collections import deque
+from typing import Any, cast
 
+import hiredis
 import redis.exceptions
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -55,18 +57,14 @@ class Publisher:
             if home is not None and home is not asyncio.get_running_loop():
                 coro = layer.group_send(self.group, message)
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, home))
-            elif _is_pubsub(layer):
-                await _pipeline_for(layer).publish(self.group, message)
+            elif (pipeline := _pipeline_for(layer)) is not None:
+                await pipeline.publish(self.group, message)
             else:
                 await layer.group_send(self.group, message)
         except LAYER_ERRORS as exc:
             self.dropped += 1
             self._paused_until = time.monotonic() + LAYER_PAUSE_SECONDS
             log.warning("channel layer unavailable, dropping %s events: %r", event["type"], exc)
-
-
-def _is_pubsub(layer: Any) -> bool:
-    return type(layer).__name__ == "RedisPubSubChannelLayer"
 
 
 class PublishPipeline:
@@ -76,21 +74,23 @@ class PublishPipeline:
     one lock per connection: with all of a worker's streams on one loop, the
     round trips queued behind each other and a worker relayed a few thousand
     tokens a second at most, its CPU half idle (bench/load.py). Here one
-    writer sends whatever is waiting in one pipeline per round trip, in the
-    order it was published (a stream's deltas stay in order), in the layer's
-    own format (its serializer, its group channel names, its hosts and their
-    connection options), so consumers receive them as if sent by the layer.
-    A failed round trip fails the sends it carried, with the Redis error.
+    writer sends whatever is waiting as one write per Redis shard, PUBLISH
+    commands in the order they were published (a stream's deltas stay in
+    order), in the layer's own format (its serializer, its group channel
+    names, its hosts), so consumers receive them as if sent by the layer.
+    Each shard has one plain connection whose replies are read with hiredis:
+    redis-py's pipeline machinery cost a worker more CPU than the commands.
+    A lost connection fails the sends waiting for their replies with the
+    error; the next publish connects again.
     """
 
     def __init__(self, layer: Any) -> None:
-        from channels_redis.utils import create_pool
-        from redis import asyncio as aioredis
+        from arena.hub import Address
 
         self._layer = layer
         self._loop_layer = layer._get_layer()
-        self._clients = {
-            shard: aioredis.Redis(connection_pool=create_pool(shard.host))
+        self._links = {
+            shard: _PublishLink(Address(shard.host["address"]))
             for shard in self._loop_layer._shards
         }
         self._waiting: dict[Any, list[tuple[str, bytes, asyncio.Future[None]]]] = {}
@@ -111,30 +111,91 @@ class PublishPipeline:
         while True:
             await self._wake.wait()
             if gather:
-                # A moment for other streams' events to join this round trip:
+                # A moment for other streams' events to join this write:
                 # fewer, larger writes here, in Redis and in the web servers'
                 # reads (bench/load.py), for at most this much latency.
                 await asyncio.sleep(gather)
             self._wake.clear()
             batch, self._waiting = self._waiting, {}
             for shard, sends in batch.items():
-                await self._send(self._clients[shard], sends)
+                await self._links[shard].send(sends)
 
-    @staticmethod
-    async def _send(client: Any, sends: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
+
+class _PublishLink(asyncio.Protocol):
+    """One shard's connection for PUBLISH: replies come in order, one per command."""
+
+    def __init__(self, address: Any) -> None:
+        self.address = address
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader()
+        self.replies: deque[asyncio.Future[None]] = deque()
+
+    async def send(self, sends: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
+        from arena.hub import command
+
         try:
-            pipe = client.pipeline(transaction=False)
-            for channel, data, _ in sends:
-                pipe.publish(channel, data)
-            await pipe.execute()
+            if self.transport is None:
+                await self._connect()
         except Exception as exc:
             for *_, done in sends:
                 if not done.done():
                     done.set_exception(exc)
             return
-        for *_, done in sends:
+        assert self.transport is not None
+        self.replies.extend(done for *_, done in sends)
+        self.transport.write(b"".join(command(b"PUBLISH", ch, data) for ch, data, _ in sends))
+
+    async def _connect(self) -> None:
+        address = self.address
+        self.reader = hiredis.Reader()
+        async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT):
+            await asyncio.get_running_loop().create_connection(
+                lambda: self,
+                address.host,
+                address.port,
+                ssl=address.ssl,
+                server_hostname=address.host if address.ssl else None,
+            )
+            auth = address.auth()
+            if auth is not None:
+                assert self.transport is not None
+                authed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self.replies.append(authed)
+                self.transport.write(auth)
+                try:
+                    await authed
+                except BaseException:
+                    if self.transport is not None:
+                        self.transport.abort()
+                    raise
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        error = redis.exceptions.ConnectionError(f"the connection to Redis was lost: {exc!r}")
+        while self.replies:
+            done = self.replies.popleft()
             if not done.done():
-                done.set_result(None)
+                done.set_exception(error)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        try:
+            reply = self.reader.gets()
+            while reply is not False:
+                done = self.replies.popleft() if self.replies else None
+                if done is not None and not done.done():
+                    if isinstance(reply, hiredis.ReplyError):
+                        done.set_exception(redis.exceptions.ResponseError(str(reply)))
+                    else:
+                        done.set_result(None)
+                reply = self.reader.gets()
+        except hiredis.ProtocolError as exc:
+            log.error("unreadable reply from Redis (%r); reconnecting", exc)
+            if self.transport is not None:
+                self.transport.abort()
 
 
 _pipelines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PublishPipeline] = (
@@ -142,9 +203,19 @@ _pipelines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PublishPipeline
 )
 
 
-def _pipeline_for(layer: Any) -> PublishPipeline:
+def _pipeline_for(layer: Any) -> PublishPipeline | None:
+    """The running loop's pipeline for channels_redis's pub/sub layer on
+    redis:// or rediss:// hosts; None for any other layer or host (a unix
+    socket): the layer's own group_send then."""
+    if type(layer).__name__ != "RedisPubSubChannelLayer":
+        return None
     loop = asyncio.get_running_loop()
     pipeline = _pipelines.get(loop)
     if pipeline is None or pipeline._layer is not layer:
-        pipeline = _pipelines[loop] = PublishPipeline(layer)
+        try:
+            pipeline = PublishPipeline(layer)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.info("publishing through the layer itself (%s)", exc)
+            return None
+        _pipelines[loop] = pipeline
     return pipeline
