@@ -432,21 +432,33 @@ class OpenAIEngine:
 async def _sse_data(reader: aiohttp.StreamReader) -> AsyncGenerator[str, None]:
     """The `data` of each server-sent event (its data lines joined by newlines),
     per the WHATWG event-stream rules: events end at a blank line, lines
-    starting with ':' are comments, other fields are ignored."""
+    starting with ':' are comments, other fields are ignored. Reads whatever
+    has arrived and splits it here: one read per network chunk, not two
+    `readline` calls per event (a streamed token is one event)."""
     lines: list[str] = []
+    pending = b""
     while True:
-        line = await reader.readline()
-        if not line:  # end of the stream: an unterminated event is dropped
+        chunk = await reader.readany()
+        if not chunk:  # end of the stream: an unterminated event is dropped
             return
-        line = line.rstrip(b"\r\n")
-        if not line:
-            if lines:
-                yield "\n".join(lines)
-                lines = []
-            continue
-        name, _, value = line.partition(b":")
-        if name == b"data":
-            lines.append(value[1:].decode() if value[:1] == b" " else value.decode())
+        buf = pending + chunk if pending else chunk
+        start = 0
+        while (end := buf.find(b"\n", start)) >= 0:
+            line = buf[start:end]
+            start = end + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if lines:
+                    yield "\n".join(lines)
+                    lines = []
+                continue
+            name, _, value = line.partition(b":")
+            if name == b"data":
+                lines.append(value[1:].decode() if value[:1] == b" " else value.decode())
+        pending = buf[start:]
+        if len(pending) > READ_BUFFER_BYTES:
+            raise ValueError(f"a line longer than {READ_BUFFER_BYTES} bytes")
 
 
 def _int_or_none(value: object) -> int | None:

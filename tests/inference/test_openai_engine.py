@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from inference.engines.base import EngineError, GenerationRequest, StreamEnd, TextDelta
-from inference.engines.openai import EndpointConfig, OpenAIEngine, error_detail, http_error
+from inference.engines.openai import (
+    READ_BUFFER_BYTES,
+    EndpointConfig,
+    OpenAIEngine,
+    _sse_data,
+    error_detail,
+    http_error,
+)
 from tests.conftest import free_port
 from tests.inference.servers import LLAMA_ALIAS, LlamaServer, VLLMStandIn, wait_until
 
@@ -247,3 +254,44 @@ async def test_the_api_key_comes_from_the_named_variable(
     monkeypatch.setenv("ARENA_TEST_VLLM_KEY", "s3cret")
     text, _ = await _collect(engine, _request(vllm.behaviour.base))
     assert text
+
+
+class _Chunks:
+    """A response body arriving in the given pieces."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = list(chunks)
+
+    async def readany(self) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+async def _events_of(*chunks: bytes) -> list[str]:
+    return [data async for data in _sse_data(_Chunks(*chunks))]  # type: ignore[arg-type]
+
+
+async def test_sse_events_follow_the_event_stream_rules_however_the_bytes_arrive() -> None:
+    body = (
+        b": a comment\r\n"
+        b"event: message\r\n"
+        b'data: {"a": 1}\r\n\r\n'
+        b"data:first\ndata: second\n\n"  # two data lines; no space after the colon
+        b"id: 7\n\n"  # no data: no event
+        b"data: \xc3\xa9t\xc3\xa9\n\n"
+        b"data: unterminated"
+    )
+    expected = ['{"a": 1}', "first\nsecond", "été"]
+    assert await _events_of(body) == expected
+    # Every split of the bytes gives the same events: a line, a UTF-8
+    # character or the CRLF pair cut across two network reads.
+    for cut in range(1, len(body)):
+        assert await _events_of(body[:cut], body[cut:]) == expected, cut
+    assert await _events_of(*[body[i : i + 1] for i in range(len(body))]) == expected
+
+
+async def test_an_sse_line_longer_than_the_buffer_is_refused() -> None:
+    huge = b"data: " + b"x" * (READ_BUFFER_BYTES + 1)
+    with pytest.raises(ValueError, match="longer than"):
+        await _events_of(huge[: len(huge) // 2], huge[len(huge) // 2 :])
+    with pytest.raises(UnicodeDecodeError):
+        await _events_of(b"data: \xff\xfe\n\n")
