@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -64,6 +65,10 @@ class EndpointAdmin(admin.ModelAdmin):
     )
     list_filter = ("kind", "health", "enabled")
     search_fields = ("name", "base_url")
+    # A model server is usually reached inside the deployment over plain HTTP
+    # (http://vllm:8000/v1): a URL typed without a scheme means http, said
+    # here rather than left to Django's changing default.
+    formfield_overrides = {models.URLField: {"assume_scheme": "http"}}
     readonly_fields = (
         "health",
         "health_message",
