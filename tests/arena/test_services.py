@@ -167,3 +167,26 @@ def test_an_answer_is_claimed_once(contenders: object, alice: str) -> None:
     assert job.request.messages[-1] == {"role": "user", "content": "hi"}
     assert services.answer_claim(answer_id=a.pk) is None
     assert Battle.objects.get().status == "open"
+
+
+def test_progress_of_many_answers_is_saved_in_one_statement(
+    contenders: object, alice: str, django_assert_num_queries: object
+) -> None:
+    claimed = []
+    for _ in range(3):
+        battle = services.battle_create(session_key=alice)
+        a, b = services.turn_create(battle_id=battle.pk, session_key=alice, text="hi")
+        assert services.answer_claim(answer_id=a.pk) is not None
+        claimed.append(a)
+    # b of the last battle is still pending: no heartbeat, no text for it.
+    Answer.objects.filter(pk=claimed[0].pk).update(text="kept", heartbeat_at=None)
+    with django_assert_num_queries(1):  # type: ignore[operator]
+        updated = services.answers_progress(
+            texts={claimed[0].pk: None, claimed[1].pk: "two", claimed[2].pk: "three", b.pk: "x"}
+        )
+    assert updated == 3
+    rows = {a.pk: a for a in Answer.objects.filter(pk__in=[*(a.pk for a in claimed), b.pk])}
+    assert [rows[a.pk].text for a in claimed] == ["kept", "two", "three"]
+    assert all(rows[a.pk].heartbeat_at is not None for a in claimed)
+    assert rows[b.pk].text == "" and rows[b.pk].status == Answer.Status.PENDING
+    assert services.answers_progress(texts={}) == 0
