@@ -769,7 +769,9 @@ def _delta_apply(answer: Answer, event: dict[str, Any], now: float) -> None:
     if event["seq"] != answer.next_seq or offset != len(answer.text):
         answer.disorder += 1
     answer.next_seq = int(event["seq"]) + 1
-    if offset <= len(answer.text):
+    if offset == len(answer.text):
+        answer.text += text  # the usual case: this client's CPU is taken from the stack's
+    elif offset < len(answer.text):
         answer.text = answer.text[:offset] + text + answer.text[offset + len(text) :]
     else:
         answer.text += text  # a gap: keep the tokens, the count shows what is missing
