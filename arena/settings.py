@@ -202,11 +202,12 @@ CELERY_TASK_IGNORE_RESULT = True
 # ("Unrecoverable error: AttributeError ... 'hostname'"; tests/arena/test_faults_redis.py).
 CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# With early acks the threads pool takes every task it is offered, so one
-# worker could hold answers it has no thread for while another sat idle
-# (bench/load.py: 24 of 200 answers waited 13 s for a busy worker). A worker
-# takes a task only when a thread is free; the rest wait in Redis for any.
-CELERY_WORKER_DISABLE_PREFETCH = True
+# Not worker_disable_prefetch (Celery 5.6), although with early acks the
+# threads pool takes every task it is offered, so a busy worker can hold
+# answers it has no thread for while another sits idle (bench/load.py: 24 of
+# 200 answers waited 13 s). With it, a worker whose Redis was killed while it
+# was busy did not notice the loss within 30 s, once in six runs of
+# tests/arena/test_faults_redis.py: a worker deaf to its broker is worse.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A worker whose Redis went away waits for it and reconnects, however long.
 CELERY_BROKER_CONNECTION_RETRY = True

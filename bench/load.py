@@ -11,8 +11,8 @@ of REDIS_URL's server (never 0; flushed first and at the end), the token
 server (bench/tokenserver.py: every answer is `--tokens` tokens at `--rate`
 tokens/s), the ASGI server (`--server`: daphne, or uvicorn as docker/compose.yml
 runs it; `--web-workers` processes on one listening socket), and `--workers`
-Celery workers on the HTTP-engine queue, their threads pools sized to 2 x N
-streams in all. It registers an endpoint
+Celery workers on the HTTP-engine queue, each with a thread for every one
+of the 2 x N streams. It registers an endpoint
 on the token server and two contenders, then plays N battles at once, as
 many browsers would: GET / for the session cookie, a websocket, battle.start
 (anonymous: the pair is drawn by the product), `--opening` visitors at a
@@ -383,10 +383,13 @@ print("healthy" if report.healthy and all(ok for ok, _ in report.contenders.valu
             raise RuntimeError(f"the token server failed the health check: {done.stdout}")
 
     def workers_start(self, streams: int) -> None:
-        """`workers` threaded Celery workers with `streams` threads in all."""
+        """`workers` threaded Celery workers, each with a thread for every
+        stream: tasks are acknowledged on receipt, so a worker may take more
+        than its share (docs/serving.md), and a stream waiting for a thread
+        would measure that, not the streaming."""
         self.workers_stop()
         count = self.config.workers
-        threads = math.ceil(streams / count) + 2
+        threads = streams + 2
         for i in range(count):
             worker = self._spawn(
                 f"worker-{i}",
