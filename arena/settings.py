@@ -206,7 +206,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # threads pool takes every task it is offered, so a busy worker can hold
 # answers it has no thread for while another sits idle (bench/load.py: 24 of
 # 200 answers waited 13 s). With it, a worker whose Redis was killed while it
-# was busy did not notice the loss within 30 s, once in six runs of
+# was busy did not notice the loss within 30 s, once in ten runs of
 # tests/arena/test_faults_redis.py: a worker deaf to its broker is worse.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A worker whose Redis went away waits for it and reconnects, however long.
