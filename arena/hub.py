@@ -32,6 +32,7 @@ import json
 import logging
 import ssl
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -91,6 +92,27 @@ class Address:
         if self.username:
             return command("AUTH", self.username, self.password)
         return command("AUTH", self.password)
+
+    async def open(self, link: Any, ask: Callable[[bytes], Awaitable[Any]]) -> None:
+        """Connects the protocol `link` (its `connection_made` keeps the
+        transport as `link.transport`) and authenticates with `ask`, within
+        ARENA_REDIS_TIMEOUT; a connection half made is aborted."""
+        try:
+            async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT):
+                await asyncio.get_running_loop().create_connection(
+                    lambda: link,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None,
+                )
+                auth = self.auth()
+                if auth is not None:
+                    await ask(auth)
+        except BaseException:
+            if link.transport is not None:
+                link.transport.abort()
+            raise
 
 
 class _Link(asyncio.Protocol):
@@ -158,24 +180,8 @@ class _Link(asyncio.Protocol):
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
-        address = self.address
         self.reader = hiredis.Reader()
-        try:
-            async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT):
-                await loop.create_connection(
-                    lambda: self,
-                    address.host,
-                    address.port,
-                    ssl=address.ssl,
-                    server_hostname=address.host if address.ssl else None,
-                )
-                auth = address.auth()
-                if auth is not None:
-                    await self._ask(auth)
-        except BaseException:
-            if self.transport is not None:
-                self.transport.abort()
-            raise
+        await self.address.open(self, self._ask)
         channels = list(self.sinks)
         waiters = [self._waiter(channel) for channel in channels]
         if channels:

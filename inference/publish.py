@@ -146,28 +146,15 @@ class _PublishLink(asyncio.Protocol):
         self.transport.write(b"".join(command(b"PUBLISH", ch, data) for ch, data, _ in sends))
 
     async def _connect(self) -> None:
-        address = self.address
         self.reader = hiredis.Reader()
-        async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT):
-            await asyncio.get_running_loop().create_connection(
-                lambda: self,
-                address.host,
-                address.port,
-                ssl=address.ssl,
-                server_hostname=address.host if address.ssl else None,
-            )
-            auth = address.auth()
-            if auth is not None:
-                assert self.transport is not None
-                authed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self.replies.append(authed)
-                self.transport.write(auth)
-                try:
-                    await authed
-                except BaseException:
-                    if self.transport is not None:
-                        self.transport.abort()
-                    raise
+        await self.address.open(self, self._ask)
+
+    def _ask(self, data: bytes) -> asyncio.Future[None]:
+        assert self.transport is not None
+        reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.replies.append(reply)
+        self.transport.write(data)
+        return reply
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
