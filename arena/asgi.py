@@ -13,6 +13,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from arena.gcpolicy import gc_settle  # noqa: E402
 from arena.routing import websocket_urlpatterns  # noqa: E402
 from inference.engines import engine_preload  # noqa: E402
 
@@ -29,6 +30,7 @@ def _warm_up() -> None:
         language_warm()
     except Exception:  # a slower first vote, not a server that will not start
         logging.getLogger(__name__).exception("warm-up failed")
+    gc_settle()  # the model just loaded too
 
 
 threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
@@ -45,3 +47,4 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+gc_settle()

@@ -45,7 +45,7 @@ from arena.outbox import Outbox
 from arena.ratelimit import client_ip, rate_check
 from arena.reaper import reaper_ensure
 from arena.selectors import battle_state, vote_reveal
-from inference.dispatch import generation_cancel, generation_start
+from inference.dispatch import NotQueued, generation_cancel, generation_start
 
 log = logging.getLogger(__name__)
 # Redis (channel layer, broker, limits, cancel flags) or the database is down
@@ -187,17 +187,17 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
                     "prompt refused by moderation (%s) for battle %s", decision.reason, battle_id
                 )
                 raise ArenaError("moderated")
-            answers = await database_sync_to_async(services.turn_create)(
+            answers, state = await database_sync_to_async(services.turn_send)(
                 battle_id=battle_id, session_key=key, text=event.text
             )
-            await self._broadcast(await self._state())
-            await self._generate([a.pk for a in answers])
+            await self._broadcast(state)
+            await self._generate(answers)
         elif isinstance(event, Regenerate):
             answers = await database_sync_to_async(services.turn_regenerate)(
                 battle_id=battle_id, session_key=key
             )
             await self._broadcast(await self._state())
-            await self._generate([a.pk for a in answers])
+            await self._generate(answers)
         elif isinstance(event, Stop):
             ids = await database_sync_to_async(services.answers_unfinished)(
                 battle_id=battle_id, session_key=key
@@ -212,27 +212,29 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
             await self._broadcast(reveal)
             await self._broadcast(await self._state())
 
-    async def _generate(self, answer_ids: list[int]) -> None:
+    async def _generate(self, answers: list[Answer]) -> None:
         """Queue the answers; those that cannot be queued (the broker is down)
         are failed at once, so none waits for the reaper."""
-        for i, answer_id in enumerate(answer_ids):
-            try:
-                await generation_start([answer_id])
-            except UNAVAILABLE as exc:
-                log.warning("could not queue answers %s: %r", answer_ids[i:], exc)
-                for pk in answer_ids[i:]:
-                    await database_sync_to_async(services.answer_complete)(
-                        answer_id=pk,
-                        outcome=services.AnswerOutcome(
-                            status=Answer.Status.ERROR,
-                            text="",
-                            finish_reason="error",
-                            error_code="unavailable",
-                            error_message=ERROR_CODES["unavailable"],
-                        ),
-                    )
-                await self._broadcast(await self._state())
-                raise ArenaError("unavailable", retry_after=UNAVAILABLE_RETRY_SECONDS) from None
+        engines = {a.pk: a.contender.engine for a in answers}
+        try:
+            await generation_start(list(engines), engines)
+        except NotQueued as exc:
+            if not isinstance(exc.cause, UNAVAILABLE):
+                raise exc.cause from None
+            log.warning("could not queue answers %s: %r", exc.answer_ids, exc.cause)
+            for pk in exc.answer_ids:
+                await database_sync_to_async(services.answer_complete)(
+                    answer_id=pk,
+                    outcome=services.AnswerOutcome(
+                        status=Answer.Status.ERROR,
+                        text="",
+                        finish_reason="error",
+                        error_code="unavailable",
+                        error_message=ERROR_CODES["unavailable"],
+                    ),
+                )
+            await self._broadcast(await self._state())
+            raise ArenaError("unavailable", retry_after=UNAVAILABLE_RETRY_SECONDS) from None
 
     # --- frames -----------------------------------------------------------
 

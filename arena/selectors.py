@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 
 from django.conf import settings
 
@@ -16,7 +17,7 @@ from arena.events import (
     VoteRecordedEvent,
 )
 from arena.markdown import render_markdown
-from arena.models import Answer, Battle, Side
+from arena.models import Answer, Battle, Side, Turn
 
 
 def answer_stats(answer: Answer) -> AnswerStats:
@@ -75,13 +76,22 @@ def battle_models(battle: Battle) -> dict[str, str]:
 def battle_state(*, battle_id: uuid.UUID | str) -> BattleStateEvent:
     """The whole battle as the visitor may see it: names only once revealed."""
     battle = Battle.objects.select_related("contender_a", "contender_b").get(pk=battle_id)
+    turns = [(turn, turn.answers.all()) for turn in battle.turns.prefetch_related("answers")]
+    return battle_state_of(battle, turns)
+
+
+def battle_state_of(
+    battle: Battle, turns: Sequence[tuple[Turn, Iterable[Answer]]]
+) -> BattleStateEvent:
+    """battle_state from rows already loaded: the battle (its contenders
+    joined) and its turns in order, each with its answers."""
     revealed = battle.mode == Battle.Mode.NAMED or battle.status != Battle.Status.OPEN
-    turns: list[TurnState] = []
+    states: list[TurnState] = []
     last_current: list[Answer] = []
-    for turn in battle.turns.prefetch_related("answers"):
-        current = {a.side: a for a in turn.answers.all() if not a.superseded}
+    for turn, answers in turns:
+        current = {a.side: a for a in answers if not a.superseded}
         last_current = list(current.values())
-        turns.append(
+        states.append(
             {
                 "index": turn.index,
                 "user": turn.user_text,
@@ -105,13 +115,13 @@ def battle_state(*, battle_id: uuid.UUID | str) -> BattleStateEvent:
             "status": battle.status,
             "can_vote": is_open and finished and not failed,
             "can_send": is_open
-            and (not turns or (finished and not failed))
-            and len(turns) < settings.ARENA_MAX_TURNS,
-            "turns_left": max(0, settings.ARENA_MAX_TURNS - len(turns)),
+            and (not states or (finished and not failed))
+            and len(states) < settings.ARENA_MAX_TURNS,
+            "turns_left": max(0, settings.ARENA_MAX_TURNS - len(states)),
             "models": battle_models(battle) if revealed else None,
             "vote": vote.choice if vote else None,
         },
-        "turns": turns,
+        "turns": states,
     }
 
 

@@ -15,14 +15,15 @@ from itertools import combinations
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, TextField, Value, When
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from arena.events import ArenaError
+from arena.events import ArenaError, BattleStateEvent
 from arena.history import CHARS_PER_TOKEN, MESSAGE_OVERHEAD, messages_build
 from arena.models import Answer, Battle, Side, Turn, Vote
 from arena.sampling import PairRecord, pair_sample, pair_sample_active
+from arena.selectors import battle_state_of
 from inference.engines.base import GenerationRequest, Message
 from inference.engines.openai import EndpointConfig
 from inference.models import Contender
@@ -124,6 +125,15 @@ def turn_create(*, battle_id: uuid.UUID | str, session_key: str, text: str) -> l
     Each side gets its own history: its own earlier answers, trimmed from the
     oldest exchange to fit its contender's context window.
     """
+    return turn_send(battle_id=battle_id, session_key=session_key, text=text)[0]
+
+
+def turn_send(
+    *, battle_id: uuid.UUID | str, session_key: str, text: str
+) -> tuple[list[Answer], BattleStateEvent]:
+    """turn_create, and the battle's state with the new turn, from the rows
+    the turn was made from: no second read (a message from every visitor at
+    once is the start of a load peak)."""
     text = text.strip()
     if not text:
         raise ArenaError("empty_prompt")
@@ -170,7 +180,8 @@ def turn_create(*, battle_id: uuid.UUID | str, session_key: str, text: str) -> l
                     turn=turn, side=side, contender=contender, messages=messages, params=params
                 )
             )
-        return answers
+        earlier = [(t, t.answers.all()) for t in turns]
+        return answers, battle_state_of(battle, [*earlier, (turn, answers)])
 
 
 def turn_regenerate(*, battle_id: uuid.UUID | str, session_key: str) -> list[Answer]:
@@ -376,13 +387,29 @@ def answers_progress(*, texts: dict[int, str | None]) -> int:
     statement for all of a worker's answers. Returns the rows updated."""
     if not texts:
         return 0
-    changed = [When(pk=pk, then=Value(text)) for pk, text in texts.items() if text is not None]
-    fields: dict[str, Any] = {"heartbeat_at": timezone.now()}
+    # Written out, not built with Case(When(...)): the ORM compiles each When
+    # on its own (tens of ms for the hundreds of answers of one worker, with
+    # the GIL held while the worker's streams wait; bench/load.py).
+    quote = connection.ops.quote_name
+    meta = Answer._meta
+    columns = {field.name: str(field.column) for field in meta.concrete_fields}
+    pk, text, beat, status = (quote(columns[n]) for n in ("id", "text", "heartbeat_at", "status"))
+    params: list[Any] = [connection.ops.adapt_datetimefield_value(timezone.now())]
+    sets = [f"{beat} = %s"]
+    changed = [(answer_id, t) for answer_id, t in texts.items() if t is not None]
     if changed:
-        fields["text"] = Case(*changed, default=F("text"), output_field=TextField())
-    return Answer.objects.filter(pk__in=list(texts), status=Answer.Status.STREAMING).update(
-        **fields
+        whens = " ".join(["WHEN %s THEN %s"] * len(changed))
+        sets.append(f"{text} = CASE {pk} {whens} ELSE {text} END")
+        params += [value for pair in changed for value in pair]
+    marks = ", ".join(["%s"] * len(texts))
+    params += [*texts, Answer.Status.STREAMING.value]
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} "
+        f"WHERE {pk} IN ({marks}) AND {status} = %s"
     )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
 
 
 @dataclass(frozen=True)

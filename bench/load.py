@@ -79,6 +79,7 @@ LATENCY_TARGET_MS = 100.0
 RATIO_TARGET = 0.999
 PROGRESS_SECONDS = 2.0
 WINDOW_SECONDS = 1.0  # the latency's p99 is also reported per this much emission time
+RAMP_SECONDS = 5.0  # the longest default ramp-up (LoadConfig.ramp_seconds)
 LATE_SECONDS = 5.0  # after the vote's acknowledgement, for frames still on their way
 LOCK_KEY = "arena-bench-load:lock"
 INBOX_KEYS = "asgispecific.*"  # channels_redis: prefix "asgi" + the process's channel prefix
@@ -117,6 +118,16 @@ class LoadConfig:
     warmup: bool = True  # one unmeasured battle before each run
     batch: bool = True  # the clients take batched frames (?batch=1), as the page does
     hub: bool = True  # ARENA_BATTLE_HUB of the web server
+    ramp: float | None = None  # seconds over which the first messages are sent; None: default
+
+    def ramp_seconds(self) -> float:
+        """The first messages go out evenly over this many seconds, as
+        visitors arrive (a ramp-up, as k6 and Locust have): by default a
+        third of an answer's duration, at most RAMP_SECONDS, so that every
+        battle is still streaming when the last one starts. 0: all at once."""
+        if self.ramp is not None:
+            return self.ramp
+        return min(RAMP_SECONDS, self.tokens / self.rate / 3)
 
 
 def pg_server_url(database_url: str | None) -> str:
@@ -673,14 +684,19 @@ async def _battle_open(url: str, battle: Battle, tally: Tally, batch: bool) -> A
     return ws
 
 
-async def battle_play(url: str, battle: Battle, tally: Tally, batch: bool = True) -> None:
-    """One visitor's whole battle; records how far it got in `battle`."""
+async def battle_play(
+    url: str, battle: Battle, tally: Tally, batch: bool = True, delay: float = 0.0
+) -> None:
+    """One visitor's whole battle; records how far it got in `battle`. Its
+    first message goes `delay` seconds after every battle is open."""
     async with tally.opening:
         ws = await _battle_open(url, battle, tally, batch)
     async with ws:
         battle.stage = "waiting"
         tally.opened()
         await tally.go.wait()
+        if delay > 0:
+            await asyncio.sleep(delay)
         battle.stage = "generating"
         await ws.send(json.dumps({"type": "message.send", "text": PROMPT}))
         await _battle_read(ws, battle, tally)
@@ -854,7 +870,7 @@ async def _play(stack: Stack, n: int) -> Report:
             log(f"  warm-up battle failed: {warm.failure}")
     await asyncio.to_thread(stack.token_stats, True)
     started = time.monotonic()
-    stream_seconds = config.tokens / config.rate
+    stream_seconds = config.ramp_seconds() + config.tokens / config.rate
     tasks = [asyncio.create_task(_bounded(stack.url, b, tally, config)) for b in battles]
     progress = asyncio.create_task(_watch(stack, tally, monitor, n, started))
     try:
@@ -914,9 +930,11 @@ async def _settle(
 
 
 async def _bounded(url: str, battle: Battle, tally: Tally, config: LoadConfig) -> None:
-    limit = config.setup_seconds + config.tokens / config.rate + config.slack_seconds
+    ramp = config.ramp_seconds()
+    limit = config.setup_seconds + ramp + config.tokens / config.rate + config.slack_seconds
+    delay = ramp * max(battle.index, 0) / tally.battles
     try:
-        await asyncio.wait_for(battle_play(url, battle, tally, config.batch), limit)
+        await asyncio.wait_for(battle_play(url, battle, tally, config.batch, delay), limit)
     except TimeoutError:
         battle.failure = f"timed out while {battle.stage}"
     except Exception as exc:
@@ -1140,6 +1158,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--web-workers", type=int, default=1, help="web server processes on one socket"
     )
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=None,
+        help=f"send the first messages over this many seconds (default: a third of an "
+        f"answer's duration, at most {RAMP_SECONDS:g}); 0: all battles at once",
+    )
     parser.add_argument("--no-warmup", action="store_true", help="measure cold processes too")
     parser.add_argument("--no-batch", action="store_true", help="one event per frame (no ?batch=1)")
     parser.add_argument(
@@ -1148,6 +1173,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.battles, args.workers, args.web_workers, args.tokens) < 1 or args.rate <= 0:
         parser.error("--battles, --workers, --web-workers, --tokens and --rate must be positive")
+    if args.ramp is not None and not 0 <= args.ramp < math.inf:
+        parser.error("--ramp must be 0 or more seconds")
     config = LoadConfig(
         rate=args.rate,
         tokens=args.tokens,
@@ -1161,6 +1188,7 @@ def main(argv: list[str] | None = None) -> int:
         web_workers=args.web_workers,
         batch=not args.no_batch,
         hub=not args.no_hub,
+        ramp=args.ramp,
     )
     sizes = sorted({int(s) for s in args.sizes.split(",")}) if args.sweep else [args.battles]
     _stop_on_sigterm()
@@ -1169,6 +1197,7 @@ def main(argv: list[str] | None = None) -> int:
         f"2 answers each of {config.tokens} tokens at {config.rate:g} tokens/s, "
         f"{config.server} x {config.web_workers}, {config.workers} worker(s), "
         f"delta window {config.delta_ms:g} ms, "
+        f"first messages over {config.ramp_seconds():g} s, "
         f"hub {'on' if config.hub else 'off'}, {'batched' if config.batch else 'single'} frames, "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 
@@ -39,17 +39,24 @@ def _threads(kind: str) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(settings.ARENA_THREAD_WORKERS, thread_name_prefix="generate")
 
 
-async def generation_start(answer_ids: list[int]) -> None:
-    """Queue one generation per answer. Call after the answers are committed."""
-    kinds = await database_sync_to_async(engine_kinds)(answer_ids)
-    if settings.ARENA_TASKS == "celery":
-        from inference.tasks import generate_answer
+class NotQueued(Exception):
+    """The broker refused these answers (the first ones were queued): `cause`
+    is its error."""
 
-        for answer_id in answer_ids:
-            queue = queue_for(kinds.get(answer_id, ""))
-            await sync_to_async(generate_answer.apply_async, thread_sensitive=False)(
-                args=(answer_id,), queue=queue
-            )
+    def __init__(self, answer_ids: list[int], cause: BaseException) -> None:
+        super().__init__(f"answers {answer_ids} not queued: {cause!r}")
+        self.answer_ids = answer_ids
+        self.cause = cause
+
+
+async def generation_start(answer_ids: list[int], engines: Mapping[int, str] | None = None) -> None:
+    """Queue one generation per answer. Call after the answers are committed.
+    `engines`: each answer's engine kind when the caller has it (else read).
+    Raises NotQueued from the broker's error; answers before it were queued."""
+    kinds = engines if engines is not None else await _engine_kinds(answer_ids)
+    if settings.ARENA_TASKS == "celery":
+        # One thread hop for all of them, not one per answer.
+        await sync_to_async(_queue, thread_sensitive=False)(answer_ids, kinds)
         return
     from inference.generation import generation_run
 
@@ -58,6 +65,22 @@ async def generation_start(answer_ids: list[int]) -> None:
         pool = _threads("http" if kinds.get(answer_id) in HTTP_ENGINES else "local")
         future = pool.submit(generation_run, answer_id=answer_id, home_loop=loop)
         future.add_done_callback(_log_failure)
+
+
+async def _engine_kinds(answer_ids: list[int]) -> Mapping[int, str]:
+    return await database_sync_to_async(engine_kinds)(answer_ids)
+
+
+def _queue(answer_ids: list[int], kinds: Mapping[int, str]) -> None:
+    from inference.tasks import generate_answer
+
+    for i, answer_id in enumerate(answer_ids):
+        try:
+            generate_answer.apply_async(
+                args=(answer_id,), queue=queue_for(kinds.get(answer_id, ""))
+            )
+        except Exception as exc:
+            raise NotQueued(answer_ids[i:], exc) from exc
 
 
 async def generation_cancel(answer_ids: list[int]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from celery import shared_task
@@ -9,6 +11,7 @@ from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from arena.gcpolicy import gc_settle
 from inference.generation import generation_run
 
 # A claim that failed because the database was briefly away is retried; once
@@ -21,6 +24,7 @@ DB_RETRIED: dict[str, Any] = {
     "retry_jitter": False,
     "max_retries": 5,
 }
+THREADS_START_SECONDS = 30.0
 
 
 @shared_task(name="inference.tasks.generate_answer", **DB_RETRIED)
@@ -67,14 +71,13 @@ def _preload_in_child(**kwargs: Any) -> None:
         engine_preload()
     else:
         _rag_preload_start()
+    gc_settle()
 
 
 def _rag_preload_start() -> None:
     """An HTTP-engine worker loads no model, but it retrieves for RAG answers."""
     if not settings.ARENA_PRELOAD:
         return
-    import threading
-
     from inference.rag.answering import rag_preload
 
     threading.Thread(target=rag_preload, name="rag-preload", daemon=True).start()
@@ -84,11 +87,28 @@ def _rag_preload_start() -> None:
 def _preload_in_threads_worker(sender: Any = None, **kwargs: Any) -> None:
     # A threads or solo pool has no child processes: load in the worker itself.
     # A prefork parent does not load (its children do, above).
-    pool = getattr(sender, "pool", None)
-    if pool is not None and type(pool).__module__.rsplit(".", 1)[-1] in ("thread", "solo"):
+    pool: Any = getattr(sender, "pool", None)
+    kind = type(pool).__module__.rsplit(".", 1)[-1] if pool is not None else ""
+    if kind == "thread":
+        _threads_start(pool.executor, pool.limit)
+    if kind in ("thread", "solo"):
         from inference.engines import engine_preload
 
         if _runs_local_answers(sender.app):
             engine_preload()
         else:
             _rag_preload_start()
+        gc_settle()
+
+
+def _threads_start(executor: ThreadPoolExecutor, count: int) -> None:
+    """Start all of a threads pool's threads now. The executor starts one per
+    task until it has `count`: a fresh HTTP-engine worker (hundreds of
+    threads, one per stream) would otherwise start them during its first
+    peak, with the streams already running."""
+    if not isinstance(executor, ThreadPoolExecutor):
+        return
+    gate = threading.Event()
+    parked = [executor.submit(gate.wait, THREADS_START_SECONDS) for _ in range(count)]
+    gate.set()
+    wait(parked, timeout=THREADS_START_SECONDS)

@@ -7,6 +7,9 @@ a Celery worker process); `.ci/run` runs both. The model is the real SmolLM2.
 
 from __future__ import annotations
 
+from typing import Any
+
+import kombu.exceptions
 import pytest
 from asgiref.sync import sync_to_async
 
@@ -281,4 +284,28 @@ async def test_no_contenders_is_a_clear_error(alice: str) -> None:
     client = Client(alice)
     await client.connect()
     assert (await client.error({"type": "battle.start"}))["code"] == "no_contenders"
+    await client.close()
+
+
+async def test_answers_the_broker_refuses_fail_at_once_with_a_clear_error(
+    contenders: object, alice: str, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inference.tasks import generate_answer
+
+    settings.ARENA_TASKS = "celery"
+
+    def refused(**kwargs: Any) -> None:
+        raise kombu.exceptions.OperationalError("Error 111 connecting to the broker")
+
+    monkeypatch.setattr(generate_answer, "apply_async", refused)
+    client = Client(alice)
+    await client.connect()
+    await client.start()
+    await client.send({"type": "message.send", "text": "Say hello."})
+    error = (await client.until(lambda e: e["type"] == "error"))[-1]
+    assert error["code"] == "unavailable" and error["retry_after"] > 0
+    statuses = await sync_to_async(
+        lambda: sorted(Answer.objects.values_list("status", "error_code"))
+    )()
+    assert statuses == [("error", "unavailable")] * 2  # none left for the reaper
     await client.close()

@@ -190,3 +190,18 @@ def test_progress_of_many_answers_is_saved_in_one_statement(
     assert all(rows[a.pk].heartbeat_at is not None for a in claimed)
     assert rows[b.pk].text == "" and rows[b.pk].status == Answer.Status.PENDING
     assert services.answers_progress(texts={}) == 0
+
+
+def test_the_state_sent_with_a_turn_is_the_state_read_back(contenders: object, alice: str) -> None:
+    battle = services.battle_create(session_key=alice)
+    answers, state = services.turn_send(battle_id=battle.pk, session_key=alice, text="hi")
+    assert state == battle_state(battle_id=battle.pk)
+    assert [t["a"]["status"] for t in state["turns"]] == ["pending"]  # type: ignore[index]
+    for answer, text in zip(answers, ("one", "two"), strict=True):
+        done = services.AnswerOutcome(status=Answer.Status.DONE, text=text, tokens=1)
+        assert services.answer_complete(answer_id=answer.pk, outcome=done)
+    _, state = services.turn_send(battle_id=battle.pk, session_key=alice, text="more")
+    assert state == battle_state(battle_id=battle.pk)
+    assert [t["user"] for t in state["turns"]] == ["hi", "more"]
+    assert state["turns"][0]["b"]["html"]  # type: ignore[index]
+    assert state["battle"]["can_send"] is False and state["battle"]["can_vote"] is False
