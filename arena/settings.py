@@ -250,6 +250,9 @@ ARENA_SOCKET_GATHER = env_float("ARENA_SOCKET_GATHER_MS", 15.0, minimum=0.0) / 1
 # With the Redis pub/sub layer: battle events go from the web process's own
 # subscriber straight to the sockets (arena.hub) instead of Channels' groups.
 ARENA_BATTLE_HUB = env_bool("ARENA_BATTLE_HUB", True)
+# Once a web or worker process is ready, its start-up objects leave the
+# garbage collector's walks (arena.gcpolicy).
+ARENA_GC_FREEZE = env_bool("ARENA_GC_FREEZE", True)
 ARENA_GENERATION_TIMEOUT = env_float("ARENA_GENERATION_TIMEOUT", 300.0, minimum=1.0)
 # A streaming answer whose worker has not been heard from for this long is
 # failed (the worker saves progress every 2 s); so is one never picked up.

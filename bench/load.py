@@ -1,6 +1,6 @@
 """Load: N concurrent battles through the real stack, tokens at a fixed rate.
 
-    .venv/bin/python bench/load.py --battles 200 [--rate 20] [--tokens 60] [--workers 2]
+    .venv/bin/python bench/load.py --battles 200 [--rate 20] [--tokens 60] [--workers 2] [--ramp S]
     .venv/bin/python bench/load.py --sweep [--sizes 5,10,15,20,25,50,100,200,300,400]
         [--server daphne|uvicorn] [--web-workers 1]
 
@@ -16,9 +16,12 @@ of the 2 x N streams. It registers an endpoint
 on the token server and two contenders, then plays N battles at once, as
 many browsers would: GET / for the session cookie, a websocket, battle.start
 (anonymous: the pair is drawn by the product), `--opening` visitors at a
-time; then, once every battle is open, all N send message.send together,
-read the deltas until both answers are done (a gap in the deltas asks for
-battle.resume, as the page does), vote, and wait for vote.recorded. Rate
+time; then, once every battle is open, they send message.send spread evenly
+over the ramp-up (`--ramp`, by default a third of an answer's duration and
+at most 5 s, so every battle streams at once before the first ends; 0: all
+N together, a thundering herd), read the deltas until both answers are
+done (a gap in the deltas asks for battle.resume, as the page does), vote,
+and wait for vote.recorded. Rate
 limits are off in the servers (ARENA_RATE_LIMITS=""). One unmeasured battle
 warms the fresh processes first.
 
@@ -118,6 +121,7 @@ class LoadConfig:
     warmup: bool = True  # one unmeasured battle before each run
     batch: bool = True  # the clients take batched frames (?batch=1), as the page does
     hub: bool = True  # ARENA_BATTLE_HUB of the web server
+    gc_freeze: bool = True  # ARENA_GC_FREEZE of the web server and the workers
     ramp: float | None = None  # seconds over which the first messages are sent; None: default
 
     def ramp_seconds(self) -> float:
@@ -300,6 +304,7 @@ class Stack:
             ARENA_RATE_LIMITS="",
             ARENA_DELTA_INTERVAL_MS=f"{self.config.delta_ms:g}",
             ARENA_BATTLE_HUB="1" if self.config.hub else "0",
+            ARENA_GC_FREEZE="1" if self.config.gc_freeze else "0",
             ARENA_PRELOAD="0",
             ARENA_LOG_LEVEL="WARNING",
             DJANGO_SETTINGS_MODULE="arena.settings",
@@ -1170,6 +1175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-hub", action="store_true", help="the web server without its battle hub"
     )
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="servers without gc.freeze after start-up (ARENA_GC_FREEZE=0)",
+    )
     args = parser.parse_args(argv)
     if min(args.battles, args.workers, args.web_workers, args.tokens) < 1 or args.rate <= 0:
         parser.error("--battles, --workers, --web-workers, --tokens and --rate must be positive")
@@ -1189,6 +1199,7 @@ def main(argv: list[str] | None = None) -> int:
         batch=not args.no_batch,
         hub=not args.no_hub,
         ramp=args.ramp,
+        gc_freeze=not args.no_gc_freeze,
     )
     sizes = sorted({int(s) for s in args.sizes.split(",")}) if args.sweep else [args.battles]
     _stop_on_sigterm()
@@ -1199,6 +1210,7 @@ def main(argv: list[str] | None = None) -> int:
         f"delta window {config.delta_ms:g} ms, "
         f"first messages over {config.ramp_seconds():g} s, "
         f"hub {'on' if config.hub else 'off'}, {'batched' if config.batch else 'single'} frames, "
+        f"gc freeze {'on' if config.gc_freeze else 'off'}, "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
     )
     rows: list[tuple[int, Report]] = []

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 from arena.gcpolicy import gc_settle
 
@@ -17,3 +18,10 @@ def test_start_up_objects_leave_the_collectors_walks() -> None:
         assert id(made_later) in walked
     finally:
         gc.unfreeze()  # the test process goes on collecting as before
+
+
+def test_the_freeze_can_be_turned_off(settings: Any) -> None:
+    settings.ARENA_GC_FREEZE = False
+    before = gc.get_freeze_count()
+    gc_settle()
+    assert gc.get_freeze_count() == before
