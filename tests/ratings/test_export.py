@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.db import connections
 from django.test import Client
 
 from arena import services
@@ -262,7 +264,12 @@ def test_the_export_command_reports_and_refuses_bad_options(
 
 
 async def _collect(response: Any) -> bytes:
-    return b"".join([chunk async for chunk in response.streaming_content])
+    body = b"".join([chunk async for chunk in response.streaming_content])
+    # The blocks were read on asgiref's thread-sensitive thread; outside a
+    # request nothing closes its connection, which would keep the test
+    # database open past the session (the server closes it at request end).
+    await sync_to_async(connections.close_all, thread_sensitive=True)()
+    return body
 
 
 # The response streams from another thread: the rows must be committed.
