@@ -32,7 +32,7 @@ import json
 import logging
 import ssl
 import weakref
-from collections.abc import Awaitable, Callable
+from collections import deque
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -93,41 +93,61 @@ class Address:
             return command("AUTH", self.username, self.password)
         return command("AUTH", self.password)
 
-    async def open(self, link: Any, ask: Callable[[bytes], Awaitable[Any]]) -> None:
-        """Connects the protocol `link` (its `connection_made` keeps the
-        transport as `link.transport`) and authenticates with `ask`, within
-        ARENA_REDIS_TIMEOUT; a connection half made is aborted."""
+
+class RespConnection(asyncio.Protocol):
+    """A plain connection to one Redis server, its replies read with hiredis:
+    what the hub's subscriber and the workers' publisher share."""
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader()
+        self.replies: deque[asyncio.Future[Any]] = deque()  # for the commands sent, in order
+
+    async def connect(self) -> None:
+        """Connects and authenticates within ARENA_REDIS_TIMEOUT; a connection
+        half made is aborted."""
+        address = self.address
+        self.reader = hiredis.Reader()
         try:
             async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT):
                 await asyncio.get_running_loop().create_connection(
-                    lambda: link,
-                    self.host,
-                    self.port,
-                    ssl=self.ssl,
-                    server_hostname=self.host if self.ssl else None,
+                    lambda: self,
+                    address.host,
+                    address.port,
+                    ssl=address.ssl,
+                    server_hostname=address.host if address.ssl else None,
                 )
-                auth = self.auth()
+                auth = address.auth()
                 if auth is not None:
-                    await ask(auth)
+                    await self.ask(auth)
         except BaseException:
-            if link.transport is not None:
-                link.transport.abort()
+            if self.transport is not None:
+                self.transport.abort()
             raise
 
+    def ask(self, data: bytes) -> asyncio.Future[Any]:
+        """Sends a command; its reply comes to the future returned."""
+        assert self.transport is not None
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.replies.append(reply)
+        self.transport.write(data)
+        return reply
 
-class _Link(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+
+class _Link(RespConnection):
     """One subscriber connection to one Redis shard, and its channels' sinks."""
 
     def __init__(self, hub: BattleHub, address: Address) -> None:
+        super().__init__(address)  # replies: AUTH's and PING's
         self.hub = hub
-        self.address = address
         self.sinks: dict[bytes, set[Sink]] = {}
         self.subscribed: set[bytes] = set()  # confirmed by Redis on this connection
         self.requested: set[bytes] = set()  # SUBSCRIBE sent, not yet confirmed
         self.waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self.replies: list[asyncio.Future[Any]] = []  # AUTH and PING, in order
-        self.transport: asyncio.Transport | None = None
-        self.reader = hiredis.Reader()
         self.connecting: asyncio.Task[None] | None = None
         self.health: asyncio.Task[None] | None = None
         self.lost = False  # a connection was lost: renewed subscriptions resync the sockets
@@ -180,8 +200,7 @@ class _Link(asyncio.Protocol):
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
-        self.reader = hiredis.Reader()
-        await self.address.open(self, self._ask)
+        await self.connect()
         channels = list(self.sinks)
         waiters = [self._waiter(channel) for channel in channels]
         if channels:
@@ -203,13 +222,6 @@ class _Link(asyncio.Protocol):
         self.waiters.setdefault(channel, []).append(waiter)
         return waiter
 
-    def _ask(self, data: bytes) -> asyncio.Future[Any]:
-        assert self.transport is not None
-        reply = asyncio.get_running_loop().create_future()
-        self.replies.append(reply)
-        self.transport.write(data)
-        return reply
-
     def _subscribe(self, channels: list[bytes]) -> None:
         assert self.transport is not None
         self.requested.update(channels)
@@ -223,7 +235,7 @@ class _Link(asyncio.Protocol):
                 return
             try:
                 async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT):
-                    await self._ask(command("PING"))
+                    await self.ask(command("PING"))
             except (OSError, TimeoutError):
                 log.warning("Redis did not answer the hub's health check; reconnecting")
                 transport.abort()
@@ -243,9 +255,6 @@ class _Link(asyncio.Protocol):
             log.info("battle hub: reconnected to Redis after %d attempt(s)", attempt)
 
     # --- asyncio.Protocol -------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -309,7 +318,7 @@ class _Link(asyncio.Protocol):
                 self.subscribed.discard(channel)
                 self._subscribe([channel])
         elif self.replies:  # AUTH's OK or error, PING's PONG
-            waiter = self.replies.pop(0)
+            waiter = self.replies.popleft()
             if waiter.done():
                 return
             if isinstance(reply, hiredis.ReplyError):

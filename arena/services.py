@@ -120,20 +120,21 @@ def _passages_reserve(contender: Contender) -> int:
 
 
 def turn_create(*, battle_id: uuid.UUID | str, session_key: str, text: str) -> list[Answer]:
-    """Add the visitor's message as a new turn with a pending answer per side.
-
-    Each side gets its own history: its own earlier answers, trimmed from the
-    oldest exchange to fit its contender's context window.
-    """
+    """turn_send's answers, without the state."""
     return turn_send(battle_id=battle_id, session_key=session_key, text=text)[0]
 
 
 def turn_send(
     *, battle_id: uuid.UUID | str, session_key: str, text: str
 ) -> tuple[list[Answer], BattleStateEvent]:
-    """turn_create, and the battle's state with the new turn, from the rows
-    the turn was made from: no second read (a message from every visitor at
-    once is the start of a load peak)."""
+    """Add the visitor's message as a new turn with a pending answer per side;
+    also the battle's state with the new turn, built from the rows the turn
+    was made from: no second read (a message from every visitor at once is
+    the start of a load peak).
+
+    Each side gets its own history: its own earlier answers, trimmed from the
+    oldest exchange to fit its contender's context window.
+    """
     text = text.strip()
     if not text:
         raise ArenaError("empty_prompt")

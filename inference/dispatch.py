@@ -53,7 +53,9 @@ async def generation_start(answer_ids: list[int], engines: Mapping[int, str] | N
     """Queue one generation per answer. Call after the answers are committed.
     `engines`: each answer's engine kind when the caller has it (else read).
     Raises NotQueued from the broker's error; answers before it were queued."""
-    kinds = engines if engines is not None else await _engine_kinds(answer_ids)
+    kinds = engines
+    if kinds is None:
+        kinds = await database_sync_to_async(engine_kinds)(answer_ids)
     if settings.ARENA_TASKS == "celery":
         # One thread hop for all of them, not one per answer.
         await sync_to_async(_queue, thread_sensitive=False)(answer_ids, kinds)
@@ -65,10 +67,6 @@ async def generation_start(answer_ids: list[int], engines: Mapping[int, str] | N
         pool = _threads("http" if kinds.get(answer_id) in HTTP_ENGINES else "local")
         future = pool.submit(generation_run, answer_id=answer_id, home_loop=loop)
         future.add_done_callback(_log_failure)
-
-
-async def _engine_kinds(answer_ids: list[int]) -> Mapping[int, str]:
-    return await database_sync_to_async(engine_kinds)(answer_ids)
 
 
 def _queue(answer_ids: list[int], kinds: Mapping[int, str]) -> None:

@@ -7,8 +7,7 @@ import json
 import logging
 import time
 import weakref
-from collections import deque
-from typing import Any, cast
+from typing import Any
 
 import hiredis
 import redis.exceptions
@@ -16,6 +15,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from arena.events import ServerEvent, battle_group
+from arena.hub import Address, RespConnection, command
 
 log = logging.getLogger(__name__)
 # After a failed send, drop events for this long before trying the layer again:
@@ -85,8 +85,6 @@ class PublishPipeline:
     """
 
     def __init__(self, layer: Any) -> None:
-        from arena.hub import Address
-
         self._layer = layer
         self._loop_layer = layer._get_layer()
         self._links = {
@@ -121,21 +119,13 @@ class PublishPipeline:
                 await self._links[shard].send(sends)
 
 
-class _PublishLink(asyncio.Protocol):
+class _PublishLink(RespConnection):
     """One shard's connection for PUBLISH: replies come in order, one per command."""
 
-    def __init__(self, address: Any) -> None:
-        self.address = address
-        self.transport: asyncio.Transport | None = None
-        self.reader = hiredis.Reader()
-        self.replies: deque[asyncio.Future[None]] = deque()
-
     async def send(self, sends: list[tuple[str, bytes, asyncio.Future[None]]]) -> None:
-        from arena.hub import command
-
         try:
             if self.transport is None:
-                await self._connect()
+                await self.connect()
         except Exception as exc:
             for *_, done in sends:
                 if not done.done():
@@ -144,20 +134,6 @@ class _PublishLink(asyncio.Protocol):
         assert self.transport is not None
         self.replies.extend(done for *_, done in sends)
         self.transport.write(b"".join(command(b"PUBLISH", ch, data) for ch, data, _ in sends))
-
-    async def _connect(self) -> None:
-        self.reader = hiredis.Reader()
-        await self.address.open(self, self._ask)
-
-    def _ask(self, data: bytes) -> asyncio.Future[None]:
-        assert self.transport is not None
-        reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.replies.append(reply)
-        self.transport.write(data)
-        return reply
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

@@ -85,8 +85,9 @@ def _rag_preload_start() -> None:
 
 @worker_ready.connect
 def _preload_in_threads_worker(sender: Any = None, **kwargs: Any) -> None:
-    # A threads or solo pool has no child processes: load in the worker itself.
-    # A prefork parent does not load (its children do, above).
+    # A threads or solo pool has no child processes: load in the worker itself
+    # (and a threads pool starts its threads now). A prefork parent does not
+    # load (its children do, above).
     pool: Any = getattr(sender, "pool", None)
     kind = type(pool).__module__.rsplit(".", 1)[-1] if pool is not None else ""
     if kind == "thread":
