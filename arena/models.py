@@ -119,6 +119,21 @@ class Answer(models.Model):
                 fields=["turn", "side", "attempt"], name="answer_unique_attempt"
             ),
         ]
+        # The reaper asks every few seconds for the few answers still pending
+        # or streaming among all that ever were: partial indexes hold only
+        # those, so the question costs the same with 100k finished answers.
+        indexes = [
+            models.Index(
+                fields=["heartbeat_at"],
+                condition=Q(status="streaming", superseded=False),
+                name="answer_streaming_heartbeat",
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status="pending", superseded=False),
+                name="answer_pending_created",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"answer {self.side}#{self.attempt} to {self.turn}"
