@@ -40,10 +40,15 @@ $(VENV)/.dev: $(VENV)/.runtime
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
+# The server refuses a websocket frame over the app's own cap (MAX_FRAME_CHARS
+# in arena/events.py) before buffering it: daphne's default is 1 MB.
+WS_MAX_BYTES := 64000
+
 run: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
-	exec $(BIN)/daphne -b $(HOST) -p $(PORT) arena.asgi:application
+	exec $(BIN)/daphne -b $(HOST) -p $(PORT) --websocket-max-message-size $(WS_MAX_BYTES) \
+		--websocket-max-frame-size $(WS_MAX_BYTES) arena.asgi:application
 
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
@@ -62,7 +67,8 @@ test: $(VENV)/.dev chromium lint
 		$(BIN)/pytest $(PYTEST_ARGS) tests/arena tests/inference tests/e2e tests/test_settings.py \
 		tests/ratings/test_leaderboard.py tests/ratings/test_import.py tests/ratings/test_refresh.py \
 		tests/ratings/test_export.py tests/ratings/test_rag_quality.py \
-		tests/ratings/test_dedup.py tests/ratings/test_admin.py tests/test_load.py
+		tests/ratings/test_dedup.py tests/ratings/test_admin.py tests/ratings/test_boards.py \
+		tests/ratings/test_outliers.py tests/ratings/test_hygiene.py tests/test_hostile.py tests/test_load.py
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/engine.py

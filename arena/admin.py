@@ -1,11 +1,18 @@
+import math
+from typing import Any
+
+from django.conf import settings
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.core.exceptions import ValidationError
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from arena.models import Answer, ApiToken, Battle, Turn, Vote
+from arena.ratelimit import client_ip, login_check, login_failed
 
 
 class TurnInline(admin.TabularInline):
@@ -43,11 +50,14 @@ class FlaggedVoterFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Vote]) -> QuerySet[Vote]:
         from ratings.models import FlaggedVoter
 
-        flagged = FlaggedVoter.objects.values("session_key")
+        # A visitor is flagged by its key; a whole network as "ip:<ip_key>".
+        keys = list(FlaggedVoter.objects.values_list("session_key", flat=True))
+        ips = [k.removeprefix("ip:") for k in keys if k.startswith("ip:")]
+        flagged = Q(session_key__in=keys) | Q(ip_key__in=ips)
         if self.value() == "yes":
-            return queryset.filter(session_key__in=flagged)
+            return queryset.filter(flagged)
         if self.value() == "no":
-            return queryset.exclude(session_key__in=flagged)
+            return queryset.exclude(flagged)
         return queryset
 
 
@@ -75,7 +85,7 @@ class VoteAdmin(admin.ModelAdmin):
         FlaggedVoterFilter,
     )
     search_fields = ("session_key", "leak_evidence", "external_id")
-    readonly_fields = ("session_key", "leak_evidence")
+    readonly_fields = ("session_key", "ip_key", "leak_evidence")
 
     @admin.display(description="voter")
     def voter(self, obj: Vote) -> str:
@@ -124,3 +134,47 @@ class ApiTokenAdmin(admin.ModelAdmin):
         # Tokens are made with `manage.py create_api_token`, which shows the
         # clear text once; the admin lists and revokes them.
         return False
+
+
+# --- sign-in ---------------------------------------------------------------------------
+
+
+class ThrottledLoginForm(AdminAuthenticationForm):
+    """The admin's sign-in, refused after too many failures from one address
+    or for one username (arena.ratelimit: counted in Redis, so every web
+    process shares the count), whatever the password."""
+
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "throttled": "Too many failed sign-ins from this address or for this username. "
+        "Try again in %(minutes)d minutes.",
+    }
+
+    def clean(self) -> dict[str, Any]:
+        username = str(self.cleaned_data.get("username") or "")
+        ip = _request_ip(self.request)
+        verdict = login_check(ip=ip, username=username)
+        if not verdict.allowed:
+            raise ValidationError(
+                self.error_messages["throttled"],
+                code="throttled",
+                params={"minutes": max(1, math.ceil(verdict.retry_after / 60))},
+            )
+        try:
+            return super().clean()
+        except ValidationError:
+            login_failed(ip=ip, username=username)
+            raise
+
+
+def _request_ip(request: HttpRequest | None) -> str:
+    if request is None:
+        return ""
+    return client_ip(
+        str(request.META.get("REMOTE_ADDR") or ""),
+        str(request.META.get("HTTP_X_FORWARDED_FOR") or ""),
+        settings.ARENA_TRUSTED_PROXIES,
+    )
+
+
+admin.site.login_form = ThrottledLoginForm

@@ -13,12 +13,14 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from arena.beat import beat_start  # noqa: E402
 from arena.gcpolicy import gc_settle  # noqa: E402
 from arena.routing import websocket_urlpatterns  # noqa: E402
 from inference.engines import engine_preload  # noqa: E402
 
 if settings.ARENA_TASKS == "thread":
     engine_preload()
+beat_start()  # the embedded default's CELERY_BEAT_SCHEDULE (no-op under Celery)
 
 
 def _warm_up() -> None:

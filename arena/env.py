@@ -6,6 +6,7 @@ typo in a deployment stops start-up instead of silently running a default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -72,6 +73,61 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def key_variable_refusal(name: str, *, prefix: str) -> str:
+    """Why the environment variable `name` may not be read as an API key ("" if
+    it may). The key is sent to a server that staff configure: only variables
+    under `prefix` qualify, and never the arena's own secrets (its secret key,
+    database and broker URLs, which carry passwords)."""
+    if not ENV_NAME.match(name):
+        return f"{name!r} is not an environment variable name (letters, digits, _)."
+    if name == "DJANGO_SECRET_KEY" or name.upper().endswith("_URL"):
+        return (
+            f"{name} holds a secret of the arena itself and is never sent as an API key: "
+            f"put the key in a variable whose name starts with {prefix} (ARENA_KEY_PREFIX)."
+        )
+    if not name.startswith(prefix):
+        return (
+            f"{name} is not allowed: API keys are read only from variables whose names "
+            f"start with {prefix} (ARENA_KEY_PREFIX), e.g. {prefix}VLLM."
+        )
+    return ""
+
+
+def env_key_prefix(name: str, default: str) -> str:
+    value = os.environ.get(name, default).strip()
+    if not value or not ENV_NAME.match(value):
+        raise ImproperlyConfigured(
+            f"{name} must be the non-empty start of a variable name (letters, digits, _), "
+            f"got {value!r}"
+        )
+    return value
+
+
+def env_key_variable(name: str, *, prefix: str) -> str:
+    """The name of the variable that holds an API key, or "" when unset."""
+    value = os.environ.get(name, "").strip()
+    refusal = key_variable_refusal(value, prefix=prefix) if value else ""
+    if refusal:
+        raise ImproperlyConfigured(f"{name}: {refusal}")
+    return value
+
+
+def env_networks(name: str) -> list[str]:
+    """Comma-separated IP addresses or networks ("10.0.0.0/8, ::1"), each checked."""
+    items = env_list(name, [])
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not an IP address or network"
+            ) from None
+    return items
 
 
 def env_url(name: str, *, schemes: tuple[str, ...]) -> str:

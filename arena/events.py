@@ -8,8 +8,11 @@ TypedDicts built by the small constructors below. The README documents both.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, cast
+
+log = logging.getLogger(__name__)
 
 # --- errors -----------------------------------------------------------------
 
@@ -18,7 +21,7 @@ ERROR_CODES = {
     "bad_json": "The message is not a JSON object.",
     "unknown_type": "Unknown event type.",
     "bad_field": "A field is missing or has the wrong type.",
-    "no_session": "No session cookie; reload the page.",
+    "no_session": "No visitor cookie; reload the page.",
     "no_battle": "There is no battle with that id for this visitor.",
     "forbidden": "That battle belongs to another visitor.",
     "no_contenders": "Not enough enabled contenders to start a battle.",
@@ -29,11 +32,13 @@ ERROR_CODES = {
     "busy": "Wait until both answers are finished.",
     "not_ready": "Both answers of the last turn must be finished before voting.",
     "failed_turn": "An answer of the last turn failed; regenerate it before voting.",
+    "empty_answer": "An answer of the last turn is empty; regenerate it before voting.",
     "nothing_to_do": "There is nothing to regenerate or stop.",
     "already_voted": "This battle already has a vote; start a new round.",
     "invalid_choice": "The vote must be one of a, b, tie, both_bad.",
     "too_large": "The message is too large.",
     "rate_limited": "Too many requests; wait a little and try again.",
+    "too_many_sockets": "Too many open windows; close one and reload.",
     "moderated": "This message was refused by the moderation policy.",
     "unavailable": "The service is briefly unavailable; try again in a few seconds.",
 }
@@ -46,6 +51,44 @@ class ArenaError(Exception):
         self.message = message or ERROR_CODES[code]
         self.retry_after = retry_after
         super().__init__(self.message)
+
+
+# Why an answer failed, as a visitor may read it: one fixed message per code.
+# The detail (endpoint, host, environment variable, served models, adapter
+# path) names the contender's setup, so it goes to the log and to
+# `Answer.error_message` for the admin, never to the page (issue 14).
+ANSWER_ERRORS = {
+    "engine_failed": "The model failed while answering; regenerate to try again.",
+    "engine_unknown": "This model is not set up correctly; regenerate to try again.",
+    "engine_misconfigured": "This model is not set up correctly; regenerate to try again.",
+    "engine_unreachable": "The model server could not be reached; regenerate to try again.",
+    "engine_rejected": "The model server refused the request; regenerate to try again.",
+    "engine_busy": "The model server is busy; regenerate in a little while.",
+    "engine_auth": "The model server refused the request; regenerate to try again.",
+    "model_missing": "The model is not installed on the server; regenerate to try again.",
+    "model_not_found": "The model server does not serve this model; regenerate to try again.",
+    "adapter_invalid": "The model's adapter could not be loaded; regenerate to try again.",
+    "lora_unsupported": "The model's adapter could not be loaded; regenerate to try again.",
+    "lora_rejected": "The model's adapter could not be loaded; regenerate to try again.",
+    "timeout": "The model took too long to answer; regenerate to try again.",
+    "retrieval_failed": "Retrieval from the knowledge base failed; regenerate to try again.",
+    "worker_lost": "The worker generating this answer stopped; regenerate to try again.",
+    "not_started": "No worker picked this answer up in time; regenerate to try again.",
+    "unavailable": "The service is briefly unavailable; regenerate in a few seconds.",
+    "bad_output": "The answer could not be saved; regenerate to try again.",
+    "internal": "The answer failed on the server; regenerate it.",
+}
+ANSWER_ERROR_GENERIC = "The answer failed; regenerate to try again."
+
+
+def answer_error_message(code: str) -> str:
+    """The visitor's message for an answer error code; an unknown code (a
+    registry entry forgotten) gets the generic one, and is logged."""
+    message = ANSWER_ERRORS.get(code)
+    if message is None:
+        log.error("answer error code %r has no visitor message in ANSWER_ERRORS", code)
+        return ANSWER_ERROR_GENERIC
+    return message
 
 
 # --- client -> server -----------------------------------------------------
@@ -98,7 +141,21 @@ def _field(data: dict[str, Any], name: str, kind: type, *, required: bool = True
     value = data[name]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ArenaError("bad_field", f"Field {name!r} must be a {kind.__name__}.")
+    if isinstance(value, str) and _has_bad_chars(value):
+        raise ArenaError("bad_field", f"Field {name!r} holds a NUL or an unpaired surrogate.")
     return value
+
+
+def _has_bad_chars(text: str) -> bool:
+    """NUL (PostgreSQL refuses it in text columns) or a lone surrogate (JSON
+    allows the escape `\\ud800`; no database can store it as UTF-8)."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def client_event_parse(raw: str | None) -> ClientEvent:
@@ -147,7 +204,8 @@ class AnswerState(TypedDict):
     status: str
     text: str
     html: str
-    stats: AnswerStats
+    # PublicStats until the battle is revealed (voted, or named mode).
+    stats: PublicStats | AnswerStats
     error: ErrorInfo | None
     # RAG contenders: the passages the answer was given, once names are
     # revealed (None before, and for other contenders).
@@ -169,13 +227,28 @@ class TurnSources(TypedDict):
     sources: list[SourceInfo]
 
 
-class AnswerStats(TypedDict):
+class PublicStats(TypedDict):
+    """What the page needs to render an answer before the reveal. Nothing
+    more: `prompt_tokens` for a fixed probe prompt fingerprints a contender's
+    system prompt and template, and timings fingerprint its server."""
+
     tokens: int | None
+    finish_reason: str
+
+
+class AnswerStats(PublicStats):
+    """An answer's full stats, once the battle is revealed."""
+
     prompt_tokens: int | None
     ttft_ms: float | None
     duration_ms: float | None
     tokens_per_s: float | None
-    finish_reason: str
+
+
+class TurnStats(TypedDict):
+    turn: int
+    side: str
+    stats: AnswerStats
 
 
 class ErrorInfo(TypedDict):
@@ -232,7 +305,7 @@ class GenDoneEvent(TypedDict):
     attempt: int
     text: str
     html: str
-    stats: AnswerStats
+    stats: PublicStats  # the worker does not know the mode: never more before the reveal
 
 
 class GenErrorEvent(TypedDict):
@@ -249,6 +322,7 @@ class VoteRecordedEvent(TypedDict):
     choice: str
     models: dict[str, str]
     sources: list[TurnSources]  # RAG answers' passages, revealed with the names
+    stats: list[TurnStats]  # every current answer's full stats, revealed with the names
 
 
 class ErrorEvent(TypedDict, total=False):
@@ -267,6 +341,26 @@ ServerEvent = (
     | VoteRecordedEvent
     | ErrorEvent
 )
+
+
+def public_stats(*, tokens: int | None, finish_reason: str) -> PublicStats:
+    return {"tokens": tokens, "finish_reason": finish_reason}
+
+
+def answer_error_info(code: str) -> ErrorInfo:
+    return {"code": code, "message": answer_error_message(code)}
+
+
+def gen_error_event(*, side: str, turn: int, attempt: int, code: str) -> GenErrorEvent:
+    """A failed answer as the visitor sees it: the code and its fixed message."""
+    return {
+        "type": "gen.error",
+        "side": side,
+        "turn": turn,
+        "attempt": attempt,
+        "code": code,
+        "message": answer_error_message(code),
+    }
 
 
 def error_event(err: ArenaError) -> ErrorEvent:

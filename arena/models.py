@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import uuid
 
+from django.apps import apps
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Substr
 from django.utils import timezone
 
 from inference.models import Contender
@@ -25,7 +27,10 @@ class Battle(models.Model):
         VOTED = "voted", "Voted"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # The visitor's key (arena.visitors.visitor_key), never the visitor id itself.
     session_key = models.CharField(max_length=64, db_index=True)
+    # A keyed hash of the visitor's network (arena.visitors.network_key), never the address.
+    ip_key = models.CharField(max_length=64, blank=True, db_index=True)
     mode = models.CharField(max_length=12, choices=Mode.choices, default=Mode.ANONYMOUS)
     contender_a = models.ForeignKey(Contender, on_delete=models.PROTECT, related_name="+")
     contender_b = models.ForeignKey(Contender, on_delete=models.PROTECT, related_name="+")
@@ -143,6 +148,48 @@ class Answer(models.Model):
         return self.status in self.FINISHED
 
 
+class VoteQuerySet(models.QuerySet["Vote"]):
+    def counting(
+        self,
+        *,
+        include_named: bool = False,
+        include_over_cap: bool = False,
+        include_leaks: bool = False,
+        include_flagged_voters: bool = False,
+        include_failed_turns: bool = False,
+    ) -> VoteQuerySet:
+        """The votes that count: the one rule the leaderboard, the preference
+        exports and active sampling share. Left out unless let back in: votes
+        cast with the names shown, votes over a daily cap, votes on answers
+        that named a model, votes of a voter the outlier test flagged (by
+        visitor key, or by network as `ip:<ip_key>`), and votes on a battle
+        where an answer failed."""
+        votes = self
+        if not include_named:
+            votes = votes.filter(anonymous=True)
+        if not include_over_cap:
+            votes = votes.filter(over_cap=False)
+        if not include_leaks:
+            votes = votes.filter(identity_leak=False)
+        if not include_flagged_voters:
+            # The outlier test belongs to ratings, which reads arena, not the
+            # other way round: its table is named through the app registry.
+            # A network is flagged as "ip:" + Vote.ip_key (ratings.services.IP_FLAG_PREFIX).
+            flagged = apps.get_model("ratings", "FlaggedVoter").objects
+            networks = flagged.filter(session_key__startswith="ip:").annotate(
+                ip=Substr("session_key", 4)
+            )
+            votes = votes.exclude(session_key__in=flagged.values("session_key")).exclude(
+                ip_key__in=networks.values("ip")
+            )
+        if not include_failed_turns:
+            failed = Answer.objects.filter(
+                turn__battle=OuterRef("battle"), superseded=False, status=Answer.Status.ERROR
+            )
+            votes = votes.exclude(Exists(failed))
+        return votes
+
+
 class Vote(models.Model):
     class Choice(models.TextChoices):
         A = "a", "A is better"
@@ -162,7 +209,9 @@ class Vote(models.Model):
     contender_a = models.ForeignKey(Contender, on_delete=models.PROTECT, related_name="+")
     contender_b = models.ForeignKey(Contender, on_delete=models.PROTECT, related_name="+")
     choice = models.CharField(max_length=8, choices=Choice.choices)
+    # Hashed like Battle.session_key and Battle.ip_key.
     session_key = models.CharField(max_length=64, blank=True, db_index=True)
+    ip_key = models.CharField(max_length=64, blank=True, db_index=True)
     anonymous = models.BooleanField(help_text="Cast without seeing the names.")
     source = models.CharField(max_length=100, default="arena", db_index=True)
     # Hygiene: such votes are kept but left out of the ratings by default.
@@ -173,6 +222,8 @@ class Vote(models.Model):
     leak_evidence = models.CharField(max_length=200, blank=True)
     external_id = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = VoteQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -189,6 +240,19 @@ class Vote(models.Model):
 
     def __str__(self) -> str:
         return f"{self.choice} on {self.battle_id}"
+
+
+class Visitor(models.Model):
+    """A visitor who started a battle. Page views create none: the visitor id
+    lives in a signed cookie, and only its keyed hash is stored, here and in
+    the battles and votes."""
+
+    key = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"visitor {self.key[:8]}…"
 
 
 class ApiToken(models.Model):

@@ -5,17 +5,28 @@ ARENA_MODERATION_BLOCKLIST), then an optional OpenAI-compatible moderation
 endpoint (ARENA_MODERATION_URL, key in the variable ARENA_MODERATION_KEY_ENV
 names). When the endpoint cannot be asked, ARENA_MODERATION_FAIL decides:
 "closed" refuses the prompt, "open" lets it through.
+
+The consumer asks `prompt_moderate_bounded`, after the cheap checks of the
+message: the endpoint is called on a small pool of threads
+(ARENA_MODERATION_THREADS) with at most ARENA_MODERATION_QUEUE more calls
+waiting for one; past that the prompt is refused `busy`, so a flood of
+prompts queues neither threads nor calls without end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 
 from django.conf import settings
+
+from arena.events import ArenaError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +49,54 @@ def prompt_moderate(text: str) -> Decision:
     if settings.ARENA_MODERATION_URL:
         return _remote(text)
     return Decision(False)
+
+
+BUSY_RETRY_SECONDS = 2
+
+
+class BoundedCalls:
+    """A thread pool that refuses work past its threads plus a queue."""
+
+    def __init__(self, *, threads: int, queue: int) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="moderation")
+        self._limit = threads + queue
+        self._taken = 0
+        self._lock = threading.Lock()
+
+    async def call(self, text: str) -> Decision:
+        with self._lock:
+            if self._taken >= self._limit:
+                raise ArenaError(
+                    "busy",
+                    "Too many messages are being checked; try again in a moment.",
+                    retry_after=BUSY_RETRY_SECONDS,
+                )
+            self._taken += 1
+        # Released when the call ends, not when its caller stops waiting (a
+        # socket that closes leaves its call running).
+        future = self._pool.submit(prompt_moderate, text)
+        future.add_done_callback(self._release)
+        return await asyncio.wrap_future(future)
+
+    def _release(self, _: Future[Decision]) -> None:
+        with self._lock:
+            self._taken -= 1
+
+
+@cache
+def _bounded() -> BoundedCalls:
+    return BoundedCalls(
+        threads=settings.ARENA_MODERATION_THREADS, queue=settings.ARENA_MODERATION_QUEUE
+    )
+
+
+async def prompt_moderate_bounded(text: str) -> Decision:
+    """`prompt_moderate` off the event loop when it asks the endpoint (on the
+    bounded pool: `busy` when it is full); the blocklist alone is checked in
+    place, as it takes microseconds."""
+    if not settings.ARENA_MODERATION_URL:
+        return prompt_moderate(text)
+    return await _bounded().call(text)
 
 
 def _remote(text: str) -> Decision:

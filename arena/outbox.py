@@ -11,6 +11,12 @@ for company. Both answers of a battle stream at once, so under load most
 frames carry two or more events: half the writes, in the web server and in
 the browser (bench/load.py). Any other client gets one event per frame, as
 the protocol always had.
+
+What waits is bounded: when a reader falls so far behind that more than
+`max_events` relayed events (or `max_bytes` of their JSON) wait, they are
+dropped, the events pushed after them too, until the consumer hands over a
+fresh `battle.state` (`resync`): one frame that says all the dropped events
+would have said. The check is two integer comparisons per pushed event.
 """
 
 from __future__ import annotations
@@ -23,24 +29,46 @@ log = logging.getLogger(__name__)
 
 
 class Outbox:
-    def __init__(self, write: Callable[[str], Awaitable[None]], *, batch: bool, gather: float):
+    def __init__(
+        self,
+        write: Callable[[str], Awaitable[None]],
+        *,
+        batch: bool,
+        gather: float,
+        max_events: int = 2000,
+        max_bytes: int = 2_000_000,
+        on_overflow: Callable[[], None] | None = None,
+    ):
         self._write = write
         self.batch = batch
         self._gather = gather if batch else 0.0
         self._pending: list[str] = []
+        self._size = 0  # characters of the pushed events waiting (JSON: ASCII, so bytes)
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._on_overflow = on_overflow
         self._timer: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self.closed = False
+        self.stale = False  # overflowed: pushes are dropped until `resync`
+        self._refusing = False  # closed or stale: one test on the hot path
         self.frames = 0  # written, for tests and logs
         self.events = 0
+        self.dropped = 0
 
     def push(self, text: str) -> None:
         """A relayed event (JSON): written within the gather time, with the
         others waiting then."""
-        if self.closed:
+        if self._refusing:
+            self.dropped += 1
             return
-        self._pending.append(text)
+        pending = self._pending
+        pending.append(text)
+        size = self._size = self._size + len(text)
+        if size > self._max_bytes or len(pending) > self._max_events:
+            self._overflow()
+            return
         if self._writer is not None or self._timer is not None:
             return
         if self._gather > 0:
@@ -62,13 +90,42 @@ class Outbox:
         if writer is not None:
             await asyncio.shield(writer)
 
+    async def resync(self, text: str) -> None:
+        """The battle's saved state after an overflow (or any loss): written
+        before anything pushed from now on, and pushes are taken again."""
+        self.pushes_take()
+        await self.send(text)
+
+    def pushes_take(self) -> None:
+        """Take pushed events again (no state is owed: nothing is watched)."""
+        self.stale = False
+        self._refusing = self.closed
+
     def close(self) -> None:
         """The socket is gone: drop what waits."""
-        self.closed = True
+        self.closed = self._refusing = True
         self._pending = []
+        self._size = 0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _overflow(self) -> None:
+        """The reader is too far behind: forget what waits and ask for a state."""
+        self.dropped += len(self._pending)
+        log.info(
+            "socket outbox over its bound (%d events, %d bytes): dropped, resyncing",
+            len(self._pending),
+            self._size,
+        )
+        self._pending = []
+        self._size = 0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._on_overflow is not None:
+            self.stale = self._refusing = True
+            self._on_overflow()
 
     def _start(self) -> None:
         self._timer = None
@@ -78,6 +135,7 @@ class Outbox:
         try:
             while self._pending:
                 texts, self._pending = self._pending, []
+                self._size = 0
                 self.events += len(texts)
                 if self.batch and len(texts) > 1:
                     self.frames += 1

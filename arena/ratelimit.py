@@ -8,6 +8,7 @@ When Redis is configured but unreachable, ARENA_RATE_LIMIT_FAIL decides:
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import math
@@ -15,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.conf import settings
 
@@ -28,6 +29,10 @@ REDIS_PAUSE_SECONDS = 5.0
 class Counter(Protocol):
     def hit(self, key: str, window: int) -> tuple[int, float]:
         """Count one hit in the current window; (hits so far, seconds left)."""
+        ...
+
+    def peek(self, key: str, window: int) -> tuple[int, float]:
+        """The hits so far in the current window, counting none; (hits, seconds left)."""
         ...
 
 
@@ -46,6 +51,13 @@ class MemoryCounter:
             count = count + 1 if old_slot == slot else 1
             self._hits[key] = (slot, count)
         return count, (slot + 1) * window - now
+
+    def peek(self, key: str, window: int) -> tuple[int, float]:
+        now = time.time()
+        slot = int(now // window)
+        with self._lock:
+            old_slot, count = self._hits.get(key, (slot, 0))
+        return (count if old_slot == slot else 0), (slot + 1) * window - now
 
 
 class RedisCounter:
@@ -68,6 +80,12 @@ class RedisCounter:
         pipe.expire(name, window + 1)
         count, _ = pipe.execute()
         return int(count), (slot + 1) * window - now
+
+    def peek(self, key: str, window: int) -> tuple[int, float]:
+        now = time.time()
+        slot = int(now // window)
+        count: Any = self._redis.get(f"arena:rate:{key}:{slot}")
+        return int(count or 0), (slot + 1) * window - now
 
 
 class FallbackCounter:
@@ -96,6 +114,17 @@ class FallbackCounter:
                 self._paused_until = time.monotonic() + REDIS_PAUSE_SECONDS
         return self._local.hit(key, window)
 
+    def peek(self, key: str, window: int) -> tuple[int, float]:
+        import redis.exceptions
+
+        if time.monotonic() >= self._paused_until:
+            try:
+                return self._primary.peek(key, window)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                if self._fail_closed:
+                    raise
+        return self._local.peek(key, window)
+
 
 @cache
 def counter() -> Counter:
@@ -104,6 +133,27 @@ def counter() -> Counter:
     return FallbackCounter(
         RedisCounter(settings.REDIS_URL), fail_closed=settings.ARENA_RATE_LIMIT_FAIL == "closed"
     )
+
+
+@cache
+def daily_counter() -> Counter:
+    """Counts per UTC day (the per-network vote cap), apart from `counter()`:
+    its in-process fallback forgets windows by their number, and a day's
+    number is far below a minute's."""
+    if not settings.REDIS_URL:
+        return MemoryCounter()
+    return FallbackCounter(
+        RedisCounter(settings.REDIS_URL), fail_closed=settings.ARENA_RATE_LIMIT_FAIL == "closed"
+    )
+
+
+DAY_SECONDS = 24 * 60 * 60
+
+
+def daily_hit(*, key: str) -> int:
+    """Count one more for `key` today (UTC); how many so far, this one included."""
+    hits, _ = daily_counter().hit(f"day:{key}", DAY_SECONDS)
+    return hits
 
 
 @dataclass(frozen=True)
@@ -131,6 +181,42 @@ def rate_check(*, action: str, visitor: str, ip: str) -> Verdict:
     return Verdict(worst == 0, math.ceil(worst))
 
 
+def _login_keys(*, ip: str, username: str) -> list[str]:
+    # Usernames hashed: any text a form accepts, kept out of Redis key names.
+    user = hashlib.sha256(username.strip().casefold().encode()).hexdigest()[:24]
+    return [f"login:ip:{ip}", f"login:user:{user}"]
+
+
+def login_check(*, ip: str, username: str) -> Verdict:
+    """Whether a staff sign-in may be tried: refused once this address or this
+    username has had ARENA_ADMIN_LOGIN_FAILURES failures in the window, even
+    with the right password (else guessing would go on until it succeeds).
+    With ARENA_RATE_LIMIT_FAIL=closed and Redis unreachable: refused."""
+    import redis.exceptions
+
+    window = settings.ARENA_ADMIN_LOGIN_WINDOW_SECONDS
+    worst = 0.0
+    try:
+        for key in _login_keys(ip=ip, username=username):
+            failures, left = counter().peek(key, window)
+            if failures >= settings.ARENA_ADMIN_LOGIN_FAILURES:
+                worst = max(worst, left)
+    except redis.exceptions.RedisError:
+        return Verdict(False, math.ceil(REDIS_PAUSE_SECONDS))
+    return Verdict(worst == 0, math.ceil(worst))
+
+
+def login_failed(*, ip: str, username: str) -> None:
+    """Count one failed staff sign-in against the address and the username."""
+    import redis.exceptions
+
+    try:
+        for key in _login_keys(ip=ip, username=username):
+            counter().hit(key, settings.ARENA_ADMIN_LOGIN_WINDOW_SECONDS)
+    except redis.exceptions.RedisError:
+        log.warning("admin sign-in throttle: a failure could not be counted (Redis)")
+
+
 def client_ip(remote: str, forwarded_for: str, trusted: list[str]) -> str:
     """The client's address: the peer, unless the peer is a trusted proxy, in
     which case the right-most address in X-Forwarded-For that is not trusted."""
@@ -153,3 +239,40 @@ def client_ip(remote: str, forwarded_for: str, trusted: list[str]) -> str:
             except ValueError:
                 return remote  # a garbled header is not trusted
     return remote
+
+
+class TokenBucket:
+    """The frames one socket may send: `rate` a second, up to `burst` at once.
+
+    Per socket and in its process: a frame costs two float updates, no Redis
+    and no thread hop, so even a flood is refused at the cost of reading it.
+    Refused frames are counted too (`overdraft`, draining at the same rate):
+    a client a little over the limit settles near zero, one that keeps going
+    far past it climbs, and the socket can be closed on it."""
+
+    __slots__ = ("burst", "overdraft", "rate", "stamp", "tokens")
+
+    def __init__(self, *, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.overdraft = 0.0
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        """One frame at `now` (monotonic seconds): True if it may be handled."""
+        refill = (now - self.stamp) * self.rate
+        self.stamp = now
+        tokens = self.tokens + refill
+        self.tokens = tokens if tokens < self.burst else self.burst
+        if self.overdraft:
+            self.overdraft = max(0.0, self.overdraft - refill)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.overdraft += 1.0
+        return False
+
+    def retry_after(self) -> int:
+        """Whole seconds until the next frame would be taken (at least 1)."""
+        return max(1, math.ceil((1.0 - self.tokens) / self.rate))

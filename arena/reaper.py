@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from arena.events import GenErrorEvent, battle_group
+from arena.events import battle_group, gen_error_event
 from arena.services import answers_reap
 
 log = logging.getLogger(__name__)
@@ -37,15 +37,15 @@ async def reap_once() -> int:
     )
     layer = get_channel_layer()
     for r in reaped:
-        log.warning("answer %s#%s of battle %s failed: %s", r.side, r.attempt, r.battle_id, r.code)
-        event: GenErrorEvent = {
-            "type": "gen.error",
-            "side": r.side,
-            "turn": r.turn,
-            "attempt": r.attempt,
-            "code": r.code,
-            "message": r.message,
-        }
+        log.warning(
+            "answer %s#%s of battle %s failed: %s: %s",
+            r.side,
+            r.attempt,
+            r.battle_id,
+            r.code,
+            r.message,
+        )
+        event = gen_error_event(side=r.side, turn=r.turn, attempt=r.attempt, code=r.code)
         if layer is not None:
             await layer.group_send(
                 battle_group(r.battle_id), {"type": "battle.event", "event": event}

@@ -11,16 +11,26 @@ from arena.events import (
     AnswerState,
     AnswerStats,
     BattleStateEvent,
+    PublicStats,
     SourceInfo,
     TurnSources,
     TurnState,
+    TurnStats,
     VoteRecordedEvent,
+    answer_error_info,
+    public_stats,
 )
 from arena.markdown import render_markdown
 from arena.models import Answer, Battle, Side, Turn
 
 
+def answer_stats_public(answer: Answer) -> PublicStats:
+    """The stats a visitor may see before the reveal."""
+    return public_stats(tokens=answer.tokens, finish_reason=answer.finish_reason)
+
+
 def answer_stats(answer: Answer) -> AnswerStats:
+    """The full stats, timings and speed included: only once revealed."""
     rate = None
     if answer.tokens and answer.duration_ms and answer.ttft_ms is not None:
         decode_ms = answer.duration_ms - answer.ttft_ms
@@ -59,12 +69,11 @@ def answer_state(answer: Answer, *, revealed: bool = False) -> AnswerState:
         "status": answer.status,
         "text": answer.text,
         "html": render_markdown(answer.text) if answer.is_finished else "",
-        "stats": answer_stats(answer),
-        "error": (
-            {"code": answer.error_code, "message": answer.error_message}
-            if answer.status == Answer.Status.ERROR
-            else None
-        ),
+        "stats": answer_stats(answer) if revealed else answer_stats_public(answer),
+        # The code's fixed message: error_message holds the detail, for the admin.
+        "error": answer_error_info(answer.error_code)
+        if answer.status == Answer.Status.ERROR
+        else None,
         "sources": answer_sources(answer) if revealed else None,
     }
 
@@ -126,11 +135,16 @@ def battle_state_of(
 
 
 def vote_reveal(*, battle_id: uuid.UUID | str) -> VoteRecordedEvent:
-    """The reveal after a vote: the names, and the passages RAG answers were given."""
+    """The reveal after a vote: the names, every answer's full stats (timings,
+    speed, prompt tokens), and the passages RAG answers were given."""
     battle = Battle.objects.select_related("contender_a", "contender_b", "vote").get(pk=battle_id)
     sources: list[TurnSources] = []
+    stats: list[TurnStats] = []
     answers = Answer.objects.filter(turn__battle=battle, superseded=False).select_related("turn")
     for answer in answers.order_by("turn__index", "side"):
+        stats.append(
+            {"turn": answer.turn.index, "side": answer.side, "stats": answer_stats(answer)}
+        )
         passages = answer_sources(answer)
         if passages is not None:
             sources.append({"turn": answer.turn.index, "side": answer.side, "sources": passages})
@@ -139,4 +153,5 @@ def vote_reveal(*, battle_id: uuid.UUID | str) -> VoteRecordedEvent:
         "choice": battle.vote.choice,
         "models": battle_models(battle),
         "sources": sources,
+        "stats": stats,
     }

@@ -7,6 +7,8 @@ enforced by the database (unique constraints, conditional updates).
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import random
 import uuid
 from dataclasses import dataclass
@@ -15,23 +17,28 @@ from itertools import combinations
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from arena.events import ArenaError, BattleStateEvent
-from arena.history import CHARS_PER_TOKEN, MESSAGE_OVERHEAD, messages_build
-from arena.models import Answer, Battle, Side, Turn, Vote
+from arena.history import messages_build
+from arena.models import Answer, Battle, Side, Turn, Visitor, Vote
+from arena.ratelimit import daily_hit
 from arena.sampling import PairRecord, pair_sample, pair_sample_active
 from arena.selectors import battle_state_of
+from arena.visitors import network_key, visitor_key
 from inference.engines.base import GenerationRequest, Message
 from inference.engines.openai import EndpointConfig
 from inference.models import Contender
 from inference.selectors import (
+    PromptCounter,
     contender_request,
     contenders_battling,
     endpoint_config,
     pair_vote_records,
+    passages_reserve,
+    prompt_counter,
 )
 from ratings.services import vote_annotate
 from ratings.tasks import leaderboard_refresh_maybe
@@ -54,9 +61,14 @@ def battle_create(
     contender_a: str | None = None,
     contender_b: str | None = None,
     rng: random.Random | None = None,
+    ip: str = "",
 ) -> Battle:
     """A new battle: a weighted random pair on random sides, or, in named
-    mode, the two contenders the visitor picked."""
+    mode, the two contenders the visitor picked.
+
+    `session_key` here and in every service below is the visitor id (from the
+    signed cookie, arena.visitors); only its keyed hash is stored, as is the
+    client's network for `ip`."""
     if not session_key:
         raise ArenaError("no_session")
     live = list(contenders_battling())
@@ -71,7 +83,30 @@ def battle_create(
         except ValueError:
             raise ArenaError("no_contenders") from None
         a, b = live[i], live[j]
-    return Battle.objects.create(session_key=session_key, mode=mode, contender_a=a, contender_b=b)
+    key = visitor_key(session_key)
+    visitor_touch(key=key)
+    return Battle.objects.create(
+        session_key=key, ip_key=network_key(ip), mode=mode, contender_a=a, contender_b=b
+    )
+
+
+def visitor_touch(*, key: str) -> None:
+    """The visitor's row, created or marked seen: one upsert, safe when two
+    of the visitor's sockets start battles at once."""
+    Visitor.objects.bulk_create(
+        [Visitor(key=key, last_seen_at=timezone.now())],
+        update_conflicts=True,
+        unique_fields=["key"],
+        update_fields=["last_seen_at"],
+    )
+
+
+def visitors_expire(*, now: datetime | None = None) -> int:
+    """Forget visitors not seen for the cookie's age (their cookie has
+    expired too); returns how many rows went."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.ARENA_VISITOR_SECONDS)
+    deleted, _ = Visitor.objects.filter(last_seen_at__lt=cutoff).delete()
+    return deleted
 
 
 def _pair_draw(live: list[Contender], rng: random.Random) -> tuple[int, int]:
@@ -110,13 +145,98 @@ def _resolved_params(contender: Contender) -> dict[str, Any]:
     return params
 
 
-def _passages_reserve(contender: Contender) -> int:
-    """Tokens a RAG contender's passages may take (retrieved later, by the worker)."""
-    kb = contender.knowledge_base
-    if kb is None:
-        return 0
-    k = contender.rag_k or kb.top_k
-    return k * (kb.chunk_size // CHARS_PER_TOKEN + MESSAGE_OVERHEAD) + 200
+def _messages_fit(
+    contender: Contender, *, exchanges: list[tuple[str, str]], text: str, params: dict[str, Any]
+) -> list[Message]:
+    """What `contender` is sent for `text`: as much history as fits its
+    context window in tokens, counted as its engine will (exactly for the
+    local engine, a bound from UTF-8 bytes otherwise), with room for the
+    answer and for a RAG contender's passages. `prompt_too_long` when the
+    new message cannot fit even alone."""
+    count = prompt_counter(contender)
+    budget = contender.context_window - int(params["max_tokens"]) - passages_reserve(contender)
+    messages = messages_build(
+        system_prompt=contender.system_prompt,
+        exchanges=exchanges,
+        user_text=text,
+        budget_tokens=budget,
+        count=count,
+    )
+    if messages is None:
+        raise ArenaError("prompt_too_long", _too_long_message(contender, count, budget))
+    return messages
+
+
+def _too_long_message(contender: Contender, count: PromptCounter, budget: int) -> str:
+    # Rounded down: the exact room would tell the length of a contender's
+    # system prompt before the reveal.
+    head: list[Message] = [{"role": "system", "content": contender.system_prompt}]
+    empty: list[Message] = [{"role": "user", "content": ""}]
+    room = budget - count((head if contender.system_prompt else []) + empty)
+    room = max(room // 50 * 50, 0)
+    return (
+        f"The message is too long: this battle's models take about {room} tokens at most "
+        "(a token is a piece of a word; one character can take several)."
+    )
+
+
+# A visitor told `busy` for answers in flight elsewhere tries again after this.
+IN_FLIGHT_RETRY_SECONDS = 5
+
+
+def turn_precheck(*, battle_id: uuid.UUID | str, session_key: str, text: str | None) -> None:
+    """The cheap checks of a new turn (`text`) or of a regenerate (None), read
+    only and without the battle's lock: the message's length, the battle's
+    owner and state, the answers the visitor and their network have in
+    flight. The consumer runs it before it pays for moderation; turn_send and
+    turn_regenerate check again under the lock."""
+    if text is not None:
+        _require_prompt_chars(text.strip())
+    battle = Battle.objects.filter(pk=battle_id).first()
+    if battle is None:
+        raise ArenaError("no_battle")
+    _require_owner(battle, session_key)
+    _require_open(battle)
+    turn = _last_turn(battle)
+    if turn is None and text is None:
+        raise ArenaError("nothing_to_do")
+    if turn is not None:
+        if text is not None and turn.index + 1 >= settings.ARENA_MAX_TURNS:
+            raise ArenaError("too_many_turns")
+        current = _current_answers(turn).values()
+        if any(not a.is_finished for a in current):
+            raise ArenaError("busy")
+        if text is not None and any(a.status == Answer.Status.ERROR for a in current):
+            raise ArenaError("failed_turn")
+    _require_capacity(battle)
+
+
+def _require_prompt_chars(text: str) -> None:
+    if not text:
+        raise ArenaError("empty_prompt")
+    if len(text) > settings.ARENA_MAX_PROMPT_CHARS:
+        raise ArenaError(
+            "prompt_too_long",
+            f"The message is too long ({len(text)} characters; the limit is "
+            f"{settings.ARENA_MAX_PROMPT_CHARS}).",
+        )
+
+
+def _require_capacity(battle: Battle) -> None:
+    """Room for two more answers in flight (pending or streaming, across all
+    battles) for the battle's visitor and for their network."""
+    unfinished = Answer.objects.filter(status__in=[Answer.Status.PENDING, Answer.Status.STREAMING])
+    caps = (
+        (settings.ARENA_ANSWERS_IN_FLIGHT, "turn__battle__session_key", battle.session_key),
+        (settings.ARENA_ANSWERS_IN_FLIGHT_PER_IP, "turn__battle__ip_key", battle.ip_key),
+    )
+    for cap, field, key in caps:
+        if cap and key and unfinished.filter(**{field: key}).count() + 2 > cap:
+            raise ArenaError(
+                "busy",
+                "Too many answers are being generated for you; wait for them to finish.",
+                retry_after=IN_FLIGHT_RETRY_SECONDS,
+            )
 
 
 def turn_create(*, battle_id: uuid.UUID | str, session_key: str, text: str) -> list[Answer]:
@@ -161,26 +281,21 @@ def turn_send(
                 if answer.status == Answer.Status.ERROR:
                     raise ArenaError("failed_turn")
                 history[side].append((turn.user_text, answer.text))
-        turn = Turn.objects.create(battle=battle, index=len(turns), user_text=text)
-        answers = []
+        # Both sides are measured before anything is written: a refused
+        # message leaves no turn behind.
+        sides = []
         for side in (Side.A, Side.B):
             contender = battle.contender(side)
             params = _resolved_params(contender)
-            messages = messages_build(
-                system_prompt=contender.system_prompt,
-                exchanges=history[side],
-                user_text=text,
-                budget_tokens=contender.context_window
-                - int(params["max_tokens"])
-                - _passages_reserve(contender),
+            messages = _messages_fit(contender, exchanges=history[side], text=text, params=params)
+            sides.append((side, contender, messages, params))
+        turn = Turn.objects.create(battle=battle, index=len(turns), user_text=text)
+        answers = [
+            Answer.objects.create(
+                turn=turn, side=side, contender=contender, messages=messages, params=params
             )
-            if messages is None:
-                raise ArenaError("prompt_too_long", "The message does not fit the model's context.")
-            answers.append(
-                Answer.objects.create(
-                    turn=turn, side=side, contender=contender, messages=messages, params=params
-                )
-            )
+            for side, contender, messages, params in sides
+        ]
         earlier = [(t, t.answers.all()) for t in turns]
         return answers, battle_state_of(battle, [*earlier, (turn, answers)])
 
@@ -218,15 +333,23 @@ def answers_unfinished(*, battle_id: uuid.UUID | str, session_key: str) -> list[
     """Ids of the answers a `stop` should cancel."""
     battle = Battle.objects.get(pk=battle_id)
     _require_owner(battle, session_key)
+    ids = answers_stop(battle_id=battle.pk)
+    if not ids:
+        raise ArenaError("nothing_to_do")
+    return ids
+
+
+def answers_stop(*, battle_id: uuid.UUID | str) -> list[int]:
+    """Stop a battle's unfinished answers: pending ones here, streaming ones
+    by the cancel flags the caller sets for the ids returned (a `stop`, or
+    nobody watching the battle any more)."""
     ids = list(
         Answer.objects.filter(
-            turn__battle=battle,
+            turn__battle_id=battle_id,
             superseded=False,
             status__in=[Answer.Status.PENDING, Answer.Status.STREAMING],
         ).values_list("id", flat=True)
     )
-    if not ids:
-        raise ArenaError("nothing_to_do")
     # A pending answer that no worker has claimed yet is stopped right here.
     Answer.objects.filter(id__in=ids, status=Answer.Status.PENDING).update(
         status=Answer.Status.STOPPED, finish_reason="stopped", finished_at=timezone.now()
@@ -234,11 +357,14 @@ def answers_unfinished(*, battle_id: uuid.UUID | str, session_key: str) -> list[
     return ids
 
 
-def vote_record(*, battle_id: uuid.UUID | str, session_key: str, choice: str) -> Vote:
+def vote_record(*, battle_id: uuid.UUID | str, session_key: str, choice: str, ip: str = "") -> Vote:
     """Record the visitor's vote on the last turn and close the battle.
 
     Allowed once, and only when both current answers of the last turn are
-    finished without error. A retry (the same choice again) is acknowledged
+    finished without error and both have text (a stopped answer with some
+    text counts; one stopped before its first token does not). A vote over
+    the visitor's or the network's daily cap is kept, flagged `over_cap`.
+    A retry (the same choice again) is acknowledged
     with the vote already recorded, never counted twice. The unique
     constraint on the battle is the final word on "once", even for a retry
     racing its original.
@@ -258,6 +384,9 @@ def vote_record(*, battle_id: uuid.UUID | str, session_key: str, choice: str) ->
             raise ArenaError("not_ready")
         if any(a.status == Answer.Status.ERROR for a in current.values()):
             raise ArenaError("failed_turn")
+        if any(not a.text.strip() for a in current.values()):
+            raise ArenaError("empty_answer")
+        ip_key = network_key(ip)
         try:
             with transaction.atomic():
                 vote = Vote.objects.create(
@@ -266,13 +395,14 @@ def vote_record(*, battle_id: uuid.UUID | str, session_key: str, choice: str) ->
                     contender_a=battle.contender_a,
                     contender_b=battle.contender_b,
                     choice=choice,
-                    session_key=session_key,
+                    session_key=visitor_key(session_key),
+                    ip_key=ip_key,
                     anonymous=battle.mode == Battle.Mode.ANONYMOUS,
                 )
         except IntegrityError:
             return _vote_replayed(battle, choice)
         Battle.objects.filter(pk=battle.pk).update(status=Battle.Status.VOTED)
-        _vote_annotate(battle, vote)
+        _vote_annotate(battle, vote, network_over_cap=_network_over_cap(ip_key))
         # A broker that is down must not turn a committed vote into an error.
         transaction.on_commit(leaderboard_refresh_maybe, robust=True)
         return vote
@@ -287,7 +417,15 @@ def _vote_replayed(battle: Battle, choice: str) -> Vote:
     return vote
 
 
-def _vote_annotate(battle: Battle, vote: Vote) -> None:
+def _network_over_cap(ip_key: str) -> bool:
+    """Count the vote against its network's cap for the day (in Redis, shared
+    by every web process): past it, the vote is kept but left out of ratings."""
+    if not ip_key:
+        return False
+    return daily_hit(key=f"votes:{ip_key}") > settings.ARENA_IP_DAILY_VOTE_CAP
+
+
+def _vote_annotate(battle: Battle, vote: Vote, *, network_over_cap: bool) -> None:
     turns = list(battle.turns.prefetch_related("answers").order_by("index"))
     current = [{a.side: a for a in t.answers.all() if not a.superseded} for t in turns]
     vote_annotate(
@@ -297,11 +435,12 @@ def _vote_annotate(battle: Battle, vote: Vote) -> None:
         answers_b=[c[Side.B].text for c in current],
         tokens_a=sum(c[Side.A].tokens or 0 for c in current),
         tokens_b=sum(c[Side.B].tokens or 0 for c in current),
+        network_over_cap=network_over_cap,
     )
 
 
 def _require_owner(battle: Battle, session_key: str) -> None:
-    if not session_key or battle.session_key != session_key:
+    if not session_key or battle.session_key != visitor_key(session_key):
         raise ArenaError("forbidden")
 
 
@@ -349,7 +488,12 @@ def answer_claim(*, answer_id: int) -> GenerationJob | None:
     contender = answer.contender
     kb = contender.knowledge_base
     endpoint = contender.endpoint
-    request = contender_request(contender, messages=answer.messages, params=answer.params)
+    request = contender_request(
+        contender,
+        messages=answer.messages,
+        params=answer.params,
+        passages_pending=kb is not None and answer.passages is None,
+    )
     return GenerationJob(
         answer_id=answer.pk,
         battle_id=str(answer.turn.battle_id),
@@ -382,12 +526,41 @@ def answer_passages_save(
     Answer.objects.filter(pk=answer_id).update(passages=passages, messages=messages)
 
 
+# Errors about the values, not the database: PostgreSQL refuses a NUL in a
+# text column (DataError), and no driver encodes a lone surrogate
+# (UnicodeEncodeError, raised before anything is sent).
+DATA_ERRORS = (DataError, UnicodeEncodeError)
+log = logging.getLogger(__name__)
+
+
 def answers_progress(*, texts: dict[int, str | None]) -> int:
     """Save the partial texts of streaming answers (None: unchanged), so a
     reconnect resyncs to them; it is also their worker's heartbeat. One
-    statement for all of a worker's answers. Returns the rows updated."""
+    statement for all of a worker's answers; when the database refuses one
+    row's text, row by row, so that row never stops the others' heartbeats
+    (the reaper would fail them all). Returns the rows updated.
+
+    No savepoint around the statement: the worker calls this in autocommit,
+    and the refusals that happen (NUL, lone surrogates) are raised by the
+    driver before anything is sent."""
     if not texts:
         return 0
+    try:
+        return _progress_update(texts)
+    except DATA_ERRORS as exc:
+        log.warning("progress of %d answers refused (%r); saving row by row", len(texts), exc)
+    return sum(_progress_row(answer_id, text) for answer_id, text in texts.items())
+
+
+def _progress_row(answer_id: int, text: str | None) -> int:
+    try:
+        return _progress_update({answer_id: text})
+    except DATA_ERRORS as exc:
+        log.warning("answer %s: partial text refused (%r); heartbeat only", answer_id, exc)
+    return _progress_update({answer_id: None})
+
+
+def _progress_update(texts: dict[int, str | None]) -> int:
     # Written out, not built with Case(When(...)): the ORM compiles each When
     # on its own (tens of ms for the hundreds of answers of one worker, with
     # the GIL held while the worker's streams wait; bench/load.py).
@@ -471,8 +644,28 @@ class AnswerOutcome:
     error_message: str = ""
 
 
-def answer_complete(*, answer_id: int, outcome: AnswerOutcome) -> bool:
-    """Save the final text and stats; False if the answer was already finished."""
+def answer_complete(*, answer_id: int, outcome: AnswerOutcome) -> AnswerOutcome | None:
+    """Save the final text and stats: the outcome saved, None if the answer
+    was already finished. An outcome the database refuses (a text it cannot
+    store) fails the answer instead (`bad_output`, the returned outcome), so
+    it never stays streaming until the reaper."""
+    try:
+        with transaction.atomic():
+            return outcome if _outcome_save(answer_id, outcome) else None
+    except DATA_ERRORS as exc:
+        log.error("answer %s: outcome refused by the database (%r); failing it", answer_id, exc)
+        failed = dataclasses.replace(
+            outcome,
+            status=Answer.Status.ERROR,
+            text="",
+            finish_reason="error",
+            error_code="bad_output",
+            error_message=f"The outcome could not be saved: {type(exc).__name__}: {exc}",
+        )
+        return failed if _outcome_save(answer_id, failed) else None
+
+
+def _outcome_save(answer_id: int, outcome: AnswerOutcome) -> bool:
     finished_at: datetime = timezone.now()
     return bool(
         Answer.objects.filter(pk=answer_id)

@@ -19,8 +19,11 @@ from arena.env import (
     env_choice,
     env_float,
     env_int,
+    env_key_prefix,
+    env_key_variable,
     env_limits,
     env_list,
+    env_networks,
     env_patterns_file,
     env_str,
     env_url,
@@ -68,6 +71,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so the policy is on every response, the admin's and errors' too.
+    "arena.middleware.ContentSecurityPolicyMiddleware",
+    "arena.middleware.ForwardedProtoMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -265,11 +271,23 @@ ARENA_REAPER = env_bool("ARENA_REAPER", True)
 
 ARENA_MIN_VOTES = env_int("ARENA_MIN_VOTES", 50, minimum=1)  # fewer: provisional
 ARENA_DAILY_VOTE_CAP = env_int("ARENA_DAILY_VOTE_CAP", 200, minimum=1)
+# Per client network (an IPv4 address, an IPv6 /64) and UTC day, counted in
+# Redis: several people may share an address, so a few visitors' worth.
+ARENA_IP_DAILY_VOTE_CAP = env_int("ARENA_IP_DAILY_VOTE_CAP", 5 * ARENA_DAILY_VOTE_CAP, minimum=1)
 # Prompt de-duplication (as LMArena): of a first prompt asked more often than
 # this, only this many of its votes (a fixed, hash-chosen sample) count.
 ARENA_DEDUP_THRESHOLD = env_int("ARENA_DEDUP_THRESHOLD", 50, minimum=1)
 ARENA_LEADERBOARD_EVERY = env_int("ARENA_LEADERBOARD_EVERY", 50, minimum=1)  # votes per refresh
 ARENA_LEADERBOARD_MINUTES = env_int("ARENA_LEADERBOARD_MINUTES", 10, minimum=1)
+# Snapshots kept per board: the latest few, and the last of every day (history).
+ARENA_SNAPSHOTS_KEEP = env_int("ARENA_SNAPSHOTS_KEEP", 3, minimum=1)
+# A board no refresh precomputes (a choice of sources, a small category) is
+# computed once per filter and kept this long; a request that finds another
+# computing it waits this long, then is told to retry (503, Retry-After).
+ARENA_BOARD_CACHE_SECONDS = env_float("ARENA_BOARD_CACHE_SECONDS", 600.0, minimum=1.0)
+ARENA_BOARD_WAIT_SECONDS = env_float("ARENA_BOARD_WAIT_SECONDS", 3.0, minimum=0.0)
+# Refreshes and outlier flags: their own queue, off the generation workers.
+ARENA_QUEUE_RATINGS = env_str("ARENA_QUEUE_RATINGS", "ratings")
 ARENA_EXPORT_LICENCE = env_str("ARENA_EXPORT_LICENCE", "")  # written into dataset cards
 CELERY_BEAT_SCHEDULE = {
     "leaderboard-refresh": {
@@ -277,7 +295,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": ARENA_LEADERBOARD_MINUTES * 60.0,
     },
     "outlier-voters": {"task": "ratings.tasks.voters_flag", "schedule": 3600.0},
+    # Visitors not seen for the cookie's age, and expired (admin) sessions.
+    "visitors-expire": {"task": "arena.tasks.visitors_expire", "schedule": 3600.0},
 }
+# The embedded default has no beat process: a thread of the web process runs
+# these entries (arena.beat). Off: they run only where Celery beat runs.
+ARENA_BEAT = env_bool("ARENA_BEAT", True)
 
 # --- serving ---------------------------------------------------------------
 # Queues per engine kind: the local engine is CPU-bound (its worker sized to
@@ -287,6 +310,7 @@ ARENA_QUEUE_LOCAL = env_str("ARENA_QUEUE_LOCAL", "generation")
 ARENA_QUEUE_HTTP = env_str("ARENA_QUEUE_HTTP", "generation-http")
 # A task sent without a queue (dispatch always names one) goes to the local one.
 CELERY_TASK_ROUTES = {"inference.tasks.generate_answer": {"queue": ARENA_QUEUE_LOCAL}}
+CELERY_TASK_ROUTES["ratings.tasks.*"] = {"queue": ARENA_QUEUE_RATINGS}
 ARENA_HTTP_THREAD_WORKERS = env_int("ARENA_HTTP_THREAD_WORKERS", 32, minimum=1)
 # Threads for the database calls of a process's generations (the claims, the
 # progress of all of them every 2 s, the outcomes): they share one event loop.
@@ -299,6 +323,10 @@ CELERY_BEAT_SCHEDULE["serving-health"] = {
     "task": "inference.tasks.serving_health_check",
     "schedule": ARENA_HEALTH_SECONDS,
 }
+# Endpoint API keys (and the moderation key) are read only from variables
+# whose names start with this: staff who may edit an endpoint cannot have the
+# arena send DJANGO_SECRET_KEY or a database URL to a server of their choice.
+ARENA_KEY_PREFIX = env_key_prefix("ARENA_KEY_PREFIX", "ARENA_KEY_")
 # LoRA adapters: uploads land in ARENA_ADAPTER_DIR (share it with vLLM at the
 # same path); the local engine keeps up to ARENA_LOCAL_MAX_ADAPTERS loaded.
 ARENA_ADAPTER_DIR = Path(env_str("ARENA_ADAPTER_DIR", str(DATA_DIR / "adapters"))).expanduser()
@@ -329,24 +357,56 @@ ARENA_RAG_MAX_UPLOAD_FILES = env_int("ARENA_RAG_MAX_UPLOAD_FILES", 20, minimum=1
 
 # Per visitor (session) and action, in a fixed window; per IP it is FACTOR times that.
 ARENA_RATE_LIMITS = env_limits(
-    "ARENA_RATE_LIMITS", "battle=30/60,message=20/60,regenerate=10/60,vote=30/60"
+    "ARENA_RATE_LIMITS",
+    "battle=30/60,message=20/60,regenerate=10/60,vote=30/60,resume=60/60,stop=30/60",
 )
 ARENA_RATE_IP_FACTOR = env_int("ARENA_RATE_IP_FACTOR", 5, minimum=1)
 # Proxies whose X-Forwarded-For is believed (addresses or networks).
-ARENA_TRUSTED_PROXIES = env_list("ARENA_TRUSTED_PROXIES", [])
+ARENA_TRUSTED_PROXIES = env_networks("ARENA_TRUSTED_PROXIES")
 # Redis configured but unreachable: "open" counts in each web process meanwhile
 # (limits still hold, per process); "closed" refuses counted actions (`unavailable`).
 ARENA_RATE_LIMIT_FAIL = env_choice("ARENA_RATE_LIMIT_FAIL", "open", ("open", "closed"))
+# Admin sign-in: after this many failures from one address or for one
+# username within the window, sign-in is refused (right password or not).
+ARENA_ADMIN_LOGIN_FAILURES = env_int("ARENA_ADMIN_LOGIN_FAILURES", 10, minimum=1)
+ARENA_ADMIN_LOGIN_WINDOW_SECONDS = env_int("ARENA_ADMIN_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+# Every frame a socket sends, whatever it holds, takes a token from the
+# socket's own bucket (in the web process: no Redis, no thread hop): this many
+# a second, up to BURST at once. A socket that goes on sending after its
+# refused frames pass ARENA_SOCKET_FLOOD_EVENTS (they drain at the same rate)
+# is closed with code 4429.
+ARENA_SOCKET_EVENTS_PER_SECOND = env_float("ARENA_SOCKET_EVENTS_PER_SECOND", 10.0, minimum=0.1)
+ARENA_SOCKET_EVENTS_BURST = env_int("ARENA_SOCKET_EVENTS_BURST", 30, minimum=1)
+ARENA_SOCKET_FLOOD_EVENTS = env_int("ARENA_SOCKET_FLOOD_EVENTS", 300, minimum=1)
+# Sockets at once per visitor and per battle, counted in each web process.
+ARENA_SOCKETS_PER_VISITOR = env_int("ARENA_SOCKETS_PER_VISITOR", 8, minimum=1)
+ARENA_SOCKETS_PER_BATTLE = env_int("ARENA_SOCKETS_PER_BATTLE", 4, minimum=1)
+# A socket whose reader falls this far behind has its waiting events dropped
+# and gets the battle's state instead (arena.outbox).
+ARENA_SOCKET_OUTBOX_EVENTS = env_int("ARENA_SOCKET_OUTBOX_EVENTS", 2000, minimum=1)
+ARENA_SOCKET_OUTBOX_BYTES = env_int("ARENA_SOCKET_OUTBOX_BYTES", 2_000_000, minimum=1)
+# Answers pending or streaming at once, across all battles, per visitor and
+# per client network; 0: no cap.
+ARENA_ANSWERS_IN_FLIGHT = env_int("ARENA_ANSWERS_IN_FLIGHT", 4, minimum=0)
+ARENA_ANSWERS_IN_FLIGHT_PER_IP = env_int("ARENA_ANSWERS_IN_FLIGHT_PER_IP", 16, minimum=0)
+# A battle nobody has watched for this long has its unfinished answers stopped.
+ARENA_ORPHAN_GRACE_SECONDS = env_float("ARENA_ORPHAN_GRACE_SECONDS", 30.0, minimum=0.0)
 ARENA_MODERATION_BLOCKLIST = env_patterns_file("ARENA_MODERATION_BLOCKLIST")
 ARENA_MODERATION_URL = env_url("ARENA_MODERATION_URL", schemes=("http", "https"))
-ARENA_MODERATION_KEY_ENV = env_str("ARENA_MODERATION_KEY_ENV", "")
+ARENA_MODERATION_KEY_ENV = env_key_variable("ARENA_MODERATION_KEY_ENV", prefix=ARENA_KEY_PREFIX)
 ARENA_MODERATION_MODEL = env_str("ARENA_MODERATION_MODEL", "omni-moderation-latest")
 ARENA_MODERATION_FAIL = env_choice("ARENA_MODERATION_FAIL", "closed", ("closed", "open"))
 ARENA_MODERATION_TIMEOUT = env_float("ARENA_MODERATION_TIMEOUT", 5.0, minimum=0.1)
+# Moderation calls run on this many threads per web process; past QUEUE more
+# waiting for one, a prompt is refused `busy`.
+ARENA_MODERATION_THREADS = env_int("ARENA_MODERATION_THREADS", 4, minimum=1)
+ARENA_MODERATION_QUEUE = env_int("ARENA_MODERATION_QUEUE", 16, minimum=0)
 
 # --- sessions, security ---------------------------------------------------
 
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 30
+# The visitor id cookie (arena.visitors); a visitor unseen this long is forgotten.
+ARENA_VISITOR_SECONDS = env_int("ARENA_VISITOR_DAYS", 365, minimum=1) * 24 * 60 * 60
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
@@ -360,6 +420,11 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+# Whether the visitor's connection was HTTPS is a proxy's word, so it is taken
+# only with proxies configured, and arena.middleware drops the header from any
+# peer that is not one of them (Django itself would believe any client).
+# Behind a TLS proxy with ARENA_PRODUCTION, list it, or the SSL redirect loops.
+if ARENA_TRUSTED_PROXIES:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- static files, i18n ---------------------------------------------------

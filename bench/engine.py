@@ -194,9 +194,9 @@ async def platform_battle(url: str, a: str, b: str) -> dict[str, tuple[float, fl
 
     jar = http.cookiejar.CookieJar()
     urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar)).open(url + "/")
-    cookie = next(c.value for c in jar if c.name == "sessionid")
+    cookie = next(c.value for c in jar if c.name == "arena_visitor")
     ws_url = url.replace("http", "ws") + "/ws/battle/"
-    headers = {"Cookie": f"sessionid={cookie}", "Origin": url}
+    headers = {"Cookie": f"arena_visitor={cookie}", "Origin": url}
     async with websockets.connect(ws_url, additional_headers=headers) as ws:
         await ws.send(
             json.dumps(

@@ -258,8 +258,8 @@ async def platform_one(url: str, contender: str) -> Sample:
 
     jar = http.cookiejar.CookieJar()
     urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar)).open(url + "/")
-    cookie = next(c.value for c in jar if c.name == "sessionid")
-    headers = {"Cookie": f"sessionid={cookie}", "Origin": url}
+    cookie = next(c.value for c in jar if c.name == "arena_visitor")
+    headers = {"Cookie": f"arena_visitor={cookie}", "Origin": url}
     async with websockets.connect(
         url.replace("http", "ws") + "/ws/battle/", additional_headers=headers
     ) as ws:

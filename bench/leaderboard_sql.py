@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL = ROOT.parent / "shared" / "data" / "arena_hp140k_votes.csv.gz"
+REAL = ROOT / "data" / "arena_hp140k_votes.csv.gz"
 sys.path.insert(0, str(ROOT))
 T = TypeVar("T")
 

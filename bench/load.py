@@ -14,7 +14,7 @@ runs it; `--web-workers` processes on one listening socket), and `--workers`
 Celery workers on the HTTP-engine queue, each with a thread for every one
 of the 2 x N streams. It registers an endpoint
 on the token server and two contenders, then plays N battles at once, as
-many browsers would: GET / for the session cookie, a websocket, battle.start
+many browsers would: GET / for the visitor cookie, a websocket, battle.start
 (anonymous: the pair is drawn by the product), `--opening` visitors at a
 time; then, once every battle is open, they send message.send spread evenly
 over the ramp-up (`--ramp`, by default a third of an answer's duration and
@@ -22,7 +22,8 @@ at most 5 s, so every battle streams at once before the first ends; 0: all
 N together, a thundering herd), read the deltas until both answers are
 done (a gap in the deltas asks for battle.resume, as the page does), vote,
 and wait for vote.recorded. Rate
-limits are off in the servers (ARENA_RATE_LIMITS=""). One unmeasured battle
+limits are off in the servers (ARENA_RATE_LIMITS=""), and so is the cap on a
+network's answers in flight (every simulated visitor comes from 127.0.0.1). One unmeasured battle
 warms the fresh processes first.
 
 Reports: battles and votes completed; votes lost (acknowledged with
@@ -72,6 +73,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from arena.events import MAX_FRAME_CHARS  # noqa: E402
 from arena.workers import worker_argv  # noqa: E402
 from bench.tokenserver import MODEL, percentile, run, tokens_parse  # noqa: E402
 
@@ -93,8 +95,13 @@ LOCK_SECONDS = 6 * 3600  # outlives any run; a crashed run's lock expires
 # product (ARENA_TRUSTED_PROXIES), as under daphne.
 UVICORN_ARGS = [
     "arena.asgi:application", "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
-    "--ws-per-message-deflate", "false", "--lifespan", "off", "--no-access-log",
-    "--no-proxy-headers",
+    "--ws-per-message-deflate", "false", "--ws-max-size", str(MAX_FRAME_CHARS),
+    "--lifespan", "off", "--no-access-log", "--no-proxy-headers",
+]  # fmt: skip
+# As `make run`: the server refuses frames over the app's cap before buffering them.
+DAPHNE_WS_ARGS = [
+    "--websocket-max-message-size", str(MAX_FRAME_CHARS),
+    "--websocket-max-frame-size", str(MAX_FRAME_CHARS),
 ]  # fmt: skip
 
 
@@ -302,6 +309,7 @@ class Stack:
             REDIS_URL=self.config.redis_url,
             ARENA_DATA_DIR=str(self.data_dir),
             ARENA_RATE_LIMITS="",
+            ARENA_ANSWERS_IN_FLIGHT_PER_IP="0",
             ARENA_DELTA_INTERVAL_MS=f"{self.config.delta_ms:g}",
             ARENA_BATTLE_HUB="1" if self.config.hub else "0",
             ARENA_GC_FREEZE="1" if self.config.gc_freeze else "0",
@@ -361,7 +369,7 @@ class Stack:
                 argv += ["--workers", str(config.web_workers)]
             self.web = [self._spawn("web", argv, pass_fds=(fd,))]
         else:
-            argv = [py, "-m", "daphne", "--fd", str(fd), "arena.asgi:application"]
+            argv = [py, "-m", "daphne", "--fd", str(fd), *DAPHNE_WS_ARGS, "arena.asgi:application"]
             self.web = [
                 self._spawn(f"web-{i}", argv, pass_fds=(fd,)) for i in range(config.web_workers)
             ]
@@ -659,19 +667,19 @@ async def _next(ws: Any, battle: Battle, tally: Tally) -> dict[str, Any]:
 
 
 async def _battle_open(url: str, battle: Battle, tally: Tally, batch: bool) -> Any:
-    """GET / for the session cookie, the websocket, battle.start: the open socket."""
+    """GET / for the visitor cookie, the websocket, battle.start: the open socket."""
     from websockets.asyncio.client import connect
 
     async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60) as http:
         page = await http.get("/")
         page.raise_for_status()
-        session = page.cookies.get("sessionid")
+        session = page.cookies.get("arena_visitor")
     if not session:
-        raise RuntimeError("GET / set no sessionid cookie")
+        raise RuntimeError("GET / set no arena_visitor cookie")
     battle.stage = "connecting"
     ws = await connect(
         "ws://" + url.removeprefix("http://") + "/ws/battle/" + ("?batch=1" if batch else ""),
-        additional_headers={"Cookie": f"sessionid={session}", "Origin": url},
+        additional_headers={"Cookie": f"arena_visitor={session}", "Origin": url},
         proxy=None, open_timeout=60, ping_interval=None, max_size=2**22,
     )  # fmt: skip
     try:

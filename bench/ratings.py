@@ -64,7 +64,7 @@ BASELINE_SIZES = (10_000, 100_000, 1_000_000)
 BASELINE_ROUNDS = {10_000: 20, 100_000: 5, 1_000_000: 2}
 ROUNDS = 100
 TRUE_COEF = np.array([0.25, 0.05, 0.08, 0.1])
-REAL_VOTES = Path("/work/shared/data/arena_hp140k_votes.csv.gz")
+REAL_VOTES = Path(__file__).resolve().parent.parent / "data" / "arena_hp140k_votes.csv.gz"
 TARGETS = {
     "bt_boot_1m_s": 0.3,
     "style_1m_s": 10.0,
@@ -558,9 +558,6 @@ def bench_baselines(
 
 def bench_real_votes() -> None:
     say(f"\n== real votes: {REAL_VOTES.name} ==")
-    if not REAL_VOTES.exists():
-        say("  skipped: file not found")
-        return
 
     def load() -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         names: dict[str, int] = {}

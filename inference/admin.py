@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import models
@@ -91,6 +92,9 @@ class EndpointAdmin(admin.ModelAdmin):
     def api_key(self, obj: Endpoint) -> str:
         if not obj.api_key_env:
             return "none"
+        if obj.api_key_refusal():
+            # Not even looked up: the variable is not one a key may come from.
+            return f"${obj.api_key_env} (REFUSED: not under {settings.ARENA_KEY_PREFIX})"
         state = "set" if os.environ.get(obj.api_key_env) else "NOT SET"
         return f"${obj.api_key_env} ({state})"
 
@@ -246,8 +250,6 @@ class ContenderForm(forms.ModelForm):
 
 
 def _local_max_rank() -> int:
-    from django.conf import settings
-
     return int(settings.ARENA_LORA_MAX_RANK)
 
 

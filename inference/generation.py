@@ -20,10 +20,9 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
-from arena.events import GenDeltaEvent, GenErrorEvent
+from arena.events import GenDeltaEvent, gen_error_event, public_stats
 from arena.markdown import render_markdown
 from arena.models import Answer
-from arena.selectors import answer_stats
 from arena.services import (
     AnswerOutcome,
     GenerationJob,
@@ -33,7 +32,7 @@ from arena.services import (
 )
 from inference.cancel import cancel_watch
 from inference.engines import engine_for
-from inference.engines.base import EngineError, StreamEnd, StreamEvent
+from inference.engines.base import EngineError, StreamEnd, StreamEvent, TextCleaner, text_clean
 from inference.health import endpoint_unreachable
 from inference.publish import Publisher
 from inference.rag.answering import rag_answer_review, rag_job_prepare
@@ -106,10 +105,10 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 async def _generate_guarded(job: GenerationJob, publisher: Publisher) -> None:
     try:
         await _generate(job, publisher)
-    except Exception:
+    except Exception as exc:
         # Never leave an answer streaming forever: fail it, tell the page.
         log.exception("generation of answer %s failed", job.answer_id)
-        await _fail(job, publisher, "internal", "The answer failed on the server; regenerate it.")
+        await _fail(job, publisher, "internal", text_clean(f"{type(exc).__name__}: {exc}"))
 
 
 async def _fail(job: GenerationJob, publisher: Publisher, code: str, message: str) -> None:
@@ -118,19 +117,19 @@ async def _fail(job: GenerationJob, publisher: Publisher, code: str, message: st
             answer_complete,
             answer_id=job.answer_id,
             outcome=AnswerOutcome(
-                status=Answer.Status.ERROR, text="", error_code=code, error_message=message
+                status=Answer.Status.ERROR,
+                text="",
+                finish_reason="error",
+                error_code=code,
+                error_message=message,
             ),
         )
-        if saved:
-            event: GenErrorEvent = {
-                "type": "gen.error",
-                "side": job.side,
-                "turn": job.turn,
-                "attempt": job.attempt,
-                "code": code,
-                "message": message,
-            }
-            await publisher.send(event)
+        if saved is not None:
+            await publisher.send(
+                gen_error_event(
+                    side=job.side, turn=job.turn, attempt=job.attempt, code=saved.error_code
+                )
+            )
     except Exception:
         log.exception("could not mark answer %s failed", job.answer_id)
 
@@ -242,18 +241,22 @@ class _Relay:
         self._flushing: asyncio.Task[None] | None = None
         self._sending = asyncio.Lock()
         self._loop = asyncio.get_running_loop()
+        # At the engine boundary: nothing published or saved carries a NUL or
+        # a lone surrogate (on PostgreSQL one such answer failed the batched
+        # progress UPDATE of every answer of its worker).
+        self._cleaner = TextCleaner()
 
     async def read(self, stream: AsyncIterator[StreamEvent]) -> StreamEnd:
         """Relays the stream to its end; raises EngineError when it fails."""
         try:
             async for event in stream:
                 if isinstance(event, StreamEnd):
+                    self._append(self._cleaner.end())
                     return event
                 now = self._loop.time()
                 if self.first_at is None:
                     self.first_at = now
-                self.text += event.text
-                self.pending += event.text
+                self._append(self._cleaner.feed(event.text))
                 self.tokens += event.tokens
                 if now - self.last_flush >= self.interval:
                     await self.flush()
@@ -265,6 +268,10 @@ class _Relay:
             log.exception("engine failed")
             raise EngineError("engine_failed", f"The model failed: {exc}") from exc
         raise EngineError("engine_failed", "The model stopped without finishing.")
+
+    def _append(self, text: str) -> None:
+        self.text += text
+        self.pending += text
 
     def _due(self) -> None:
         self._timer = None
@@ -364,6 +371,9 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
     duration = loop.time() - started
 
     if error is not None:
+        # The detail names the contender's setup: the log and the admin see
+        # it, the visitor gets the code's fixed message.
+        log.warning("answer %s failed: %s: %s", job.answer_id, error.code, error.message)
         outcome = AnswerOutcome(
             status=Answer.Status.ERROR,
             text=text,
@@ -372,13 +382,16 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
             ttft_ms=ttft * 1000 if ttft is not None else None,
             duration_ms=duration * 1000,
             error_code=error.code,
-            error_message=error.message,
+            # A server's error body may carry what the database refuses too.
+            error_message=text_clean(error.message),
         )
     else:
         outcome = AnswerOutcome(
             status=Answer.Status.STOPPED if stopped else Answer.Status.DONE,
             text=text,
-            finish_reason="stopped" if stopped else (end.finish_reason if end else "stop"),
+            finish_reason="stopped"
+            if stopped
+            else (text_clean(end.finish_reason) if end else "stop"),
             prompt_tokens=end.prompt_tokens if end else None,
             tokens=end.completion_tokens if end else tokens_seen,
             ttft_ms=ttft * 1000 if ttft is not None else None,
@@ -388,30 +401,18 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
     if error is not None and error.code == "engine_unreachable" and job.endpoint_id is not None:
         # Out of pair sampling at once; the health check brings it back.
         await _db(endpoint_unreachable, endpoint_id=job.endpoint_id, message=error.message)
-    if not saved:
+    if saved is None:
         log.warning("answer %s was finished elsewhere; dropping this outcome", job.answer_id)
         return
-    if error is not None:
+    if saved.status == Answer.Status.ERROR:
+        # `saved`, not `outcome`: an outcome the database refused was saved as a failure.
         await publisher.send(
-            {
-                "type": "gen.error",
-                "side": side,
-                "turn": turn,
-                "attempt": attempt,
-                "code": error.code,
-                "message": error.message,
-            }
+            gen_error_event(side=side, turn=turn, attempt=attempt, code=saved.error_code)
         )
         return
-    stats = answer_stats(
-        Answer(
-            tokens=outcome.tokens,
-            prompt_tokens=outcome.prompt_tokens,
-            ttft_ms=outcome.ttft_ms,
-            duration_ms=outcome.duration_ms,
-            finish_reason=outcome.finish_reason,
-        )
-    )
+    # Timings and prompt tokens fingerprint a contender: they wait for the
+    # reveal (vote.recorded, and the battle.state after it).
+    stats = public_stats(tokens=outcome.tokens, finish_reason=outcome.finish_reason)
     await publisher.send(
         {
             "type": "gen.done",

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-import re
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+
+from arena.env import key_variable_refusal
+from inference.engines.local import DEFAULT_MODEL
 
 
 class Engine(models.TextChoices):
@@ -38,7 +39,15 @@ def _validate_params(value: object) -> None:
         raise ValidationError("max_tokens must be between 1 and 8192.")
 
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+def validate_api_key_env(value: str) -> None:
+    """Only variables under ARENA_KEY_PREFIX, never the arena's own secrets."""
+    refusal = key_variable_refusal(value, prefix=settings.ARENA_KEY_PREFIX)
+    if refusal:
+        raise ValidationError(refusal, code="api_key_env")
+
+
+# What a local contender's `model` may say: empty (the default) or its name.
+LOCAL_MODELS = ("", DEFAULT_MODEL)
 
 
 class Endpoint(models.Model):
@@ -62,10 +71,11 @@ class Endpoint(models.Model):
     api_key_env = models.CharField(
         max_length=100,
         blank=True,
-        validators=[RegexValidator(ENV_NAME, "An environment variable name, e.g. VLLM_API_KEY.")],
+        validators=[validate_api_key_env],
         verbose_name="API key variable",
         help_text="Name of the environment variable that holds the API key (the key itself "
-        "is never stored). Empty: no key.",
+        "is never stored), under ARENA_KEY_PREFIX (default ARENA_KEY_), e.g. ARENA_KEY_VLLM. "
+        "Empty: no key.",
     )
     max_lora_rank = models.PositiveIntegerField(
         default=16,
@@ -102,6 +112,13 @@ class Endpoint(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def api_key_refusal(self) -> str:
+        """Why `api_key_env` may not be read ("" if it may): a row saved before
+        the prefix rule, or under another ARENA_KEY_PREFIX, is refused at use."""
+        if not self.api_key_env:
+            return ""
+        return key_variable_refusal(self.api_key_env, prefix=settings.ARENA_KEY_PREFIX)
 
 
 class Contender(models.Model):
@@ -211,6 +228,13 @@ class Contender(models.Model):
                 errors["model"] = "Name the model as the endpoint serves it."
         elif self.endpoint_id is not None:
             errors["endpoint"] = "Only the OpenAI-compatible engine uses an endpoint."
+        if self.engine == Engine.LOCAL and self.model not in LOCAL_MODELS:
+            # The local engine answers with its one model whatever is named:
+            # a contender named after another model would mislabel its votes.
+            errors["model"] = (
+                f"The local engine serves {DEFAULT_MODEL} only, not {self.model!r}: "
+                f"leave the model empty or name {DEFAULT_MODEL}."
+            )
         if self.kind == self.Kind.LORA:
             if self.engine == Engine.NONE:
                 errors["kind"] = "A LoRA adapter needs an engine to run on."

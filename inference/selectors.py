@@ -13,6 +13,8 @@ from django.db.models import Count, Q, QuerySet
 from inference.engines.base import GenerationRequest, Message
 from inference.engines.openai import EndpointConfig
 from inference.models import Contender, Endpoint, Engine, Health
+from inference.tokens import PromptCounter as PromptCounter  # for arena: no inference.engines
+from inference.tokens import max_tokens_fit, passages_reserve, prompt_counter
 
 
 def contenders_battling() -> QuerySet[Contender]:
@@ -33,6 +35,7 @@ def endpoint_config(endpoint: Endpoint) -> EndpointConfig:
         name=endpoint.name,
         base_url=endpoint.base_url,
         api_key_env=endpoint.api_key_env,
+        api_key_refused=endpoint.api_key_refusal(),
         connect_timeout=endpoint.connect_timeout,
         first_token_timeout=endpoint.first_token_timeout,
         idle_timeout=endpoint.idle_timeout,
@@ -54,7 +57,8 @@ _records_cache: dict[str, tuple[float, dict[tuple[int, int], tuple[int, float]]]
 def pair_vote_records(*, max_age: float = 60.0) -> dict[tuple[int, int], tuple[int, float]]:
     """Votes per contender pair, for active sampling: (lower id, higher id) ->
     (votes, the lower id's score: a win 1, a tie or both-bad 0.5). One GROUP BY
-    over the votes the ratings count, kept for `max_age` seconds per process."""
+    over the votes the leaderboard counts (Vote.objects.counting), kept for
+    `max_age` seconds per process."""
     from arena.models import Vote
 
     with _records_lock:
@@ -62,7 +66,7 @@ def pair_vote_records(*, max_age: float = 60.0) -> dict[tuple[int, int], tuple[i
         if cached is not None and time.monotonic() - cached[0] < max_age:
             return cached[1]
     rows = (
-        Vote.objects.filter(over_cap=False, identity_leak=False)
+        Vote.objects.counting()
         .values_list("contender_a_id", "contender_b_id", "choice")
         .annotate(n=Count("id"))
         .order_by()
@@ -84,12 +88,24 @@ def pair_vote_records_forget() -> None:
 
 
 def contender_request(
-    contender: Contender, *, messages: list[Message], params: Mapping[str, Any]
+    contender: Contender,
+    *,
+    messages: list[Message],
+    params: Mapping[str, Any],
+    passages_pending: bool = False,
 ) -> GenerationRequest:
     """The request that runs `messages` on a contender with `params` (its own,
-    as resolved for an answer, or overrides)."""
+    as resolved for an answer, or overrides). Its `max_tokens` is clipped so
+    the prompt and the answer fit the contender's context window, with room
+    kept for the passages of a RAG answer not retrieved yet (`passages_pending`)."""
     rest = dict(params)
     endpoint = contender.endpoint if contender.engine == Engine.OPENAI else None
+    reserve = passages_reserve(contender) if passages_pending else 0
+    max_tokens = max_tokens_fit(
+        context_window=contender.context_window,
+        prompt_tokens=prompt_counter(contender)(messages) + reserve,
+        max_tokens=int(rest.pop("max_tokens", settings.ARENA_MAX_NEW_TOKENS)),
+    )
     return GenerationRequest(
         # A server names a LoRA adapter by its model name; the local engine
         # takes the adapter's folder.
@@ -97,7 +113,7 @@ def contender_request(
         messages=messages,
         temperature=float(rest.pop("temperature", 0.7)),
         top_p=float(rest.pop("top_p", 1.0)),
-        max_tokens=int(rest.pop("max_tokens", settings.ARENA_MAX_NEW_TOKENS)),
+        max_tokens=max_tokens,
         seed=int(rest.pop("seed")) if "seed" in rest else None,
         extra={k: float(v) for k, v in rest.items()},
         adapter_path=contender.adapter_path if endpoint is None else "",

@@ -6,6 +6,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from ratings.models import FlaggedVoter, Snapshot
+from ratings.services import IP_FLAG_PREFIX
 
 
 @admin.register(Snapshot)
@@ -57,9 +58,12 @@ class FlaggedVoterAdmin(admin.ModelAdmin):
 
     @admin.display(description="votes")
     def votes_link(self, obj: FlaggedVoter) -> str:
-        url = (
-            reverse("admin:arena_vote_changelist")
-            + "?"
-            + urlencode({"session_key": obj.session_key})
+        # A network flagged as a whole: its votes by network key.
+        key = obj.session_key
+        query = (
+            {"ip_key": key.removeprefix(IP_FLAG_PREFIX)}
+            if key.startswith(IP_FLAG_PREFIX)
+            else {"session_key": key}
         )
+        url = reverse("admin:arena_vote_changelist") + "?" + urlencode(query)
         return format_html('<a href="{}">their {} votes</a>', url, obj.votes)

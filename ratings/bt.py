@@ -450,6 +450,8 @@ def _newton(
     search, and a stop once a full step moves no strength more than _STEP_TOL. Rounds run in
     chunks so that the stacked m x m Hessians stay within _HESSIAN_BUDGET entries.
     """
+    if m == 0:  # a bootstrap round that drew no vote: nothing to fit
+        return np.empty_like(theta0)
     chunk = max(1, _HESSIAN_BUDGET // max(1, m * m))
     out = np.empty_like(theta0)
     for start in range(0, theta0.shape[0], chunk):
@@ -677,15 +679,20 @@ def _resampled_credits(
 
 
 def _subset_fit(fit: _Fit, w_lo: Floats, w_hi: Floats, present: Bools, opts: _Options) -> Floats:
-    """Refit one bootstrap round in which some contenders drew no vote (they stay NaN)."""
+    """Refit one bootstrap round in which some contenders drew no vote (they stay NaN).
+
+    With a handful of votes a round can draw none at all: every contender is NaN in it.
+    """
+    theta = np.full(present.size, np.nan)
+    k = int(present.sum())
+    if k == 0:
+        return theta
     keep = (w_lo + w_hi) > 0
     local = np.cumsum(present) - 1
     lo, hi = local[fit.lo[keep]], local[fit.hi[keep]]
-    k = int(present.sum())
     wl, wh = w_lo[keep][None], w_hi[keep][None]
     prior = 0.0 if _mle_exists(lo, hi, wl, wh, k)[0] else opts.prior_votes
     start = fit.theta[fit.rated][present][None]
-    theta = np.full(present.size, np.nan)
     theta[present] = _newton(lo, hi, wl, wh, k, np.array([prior]), start)[0]
     return theta
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import secrets
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -21,11 +21,11 @@ from typing import IO, Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from arena.models import Answer, Vote
-from ratings.models import FlaggedVoter, VoteCategory
+from ratings.models import VoteCategory
 from ratings.preference import BUILDERS, BattleData, Options
 
 CHUNK = 5000
@@ -55,6 +55,22 @@ SCHEMAS = {
 }  # fmt: skip
 
 
+# A spreadsheet reads a cell starting with one of these as a formula
+# (=HYPERLINK(...) in a contender name from an imported file): quoted.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value safe to write into a CSV cell that a spreadsheet will open."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: csv_cell(value) for key, value in row.items()}
+
+
 @dataclass(frozen=True)
 class ExportFilter:
     since: datetime | None = None
@@ -69,15 +85,15 @@ class ExportFilter:
     vote_ids: tuple[int, ...] | None = None  # e.g. the votes an admin selected
 
     def queryset(self) -> QuerySet[Vote]:
-        votes = Vote.objects.filter(battle__isnull=False, turn__isnull=False)
+        # Failed answers never make training data, even when flagged votes do.
+        votes = Vote.objects.counting(
+            include_named=self.include_named,
+            include_over_cap=self.include_flagged,
+            include_leaks=self.include_flagged,
+            include_flagged_voters=self.include_flagged,
+        ).filter(battle__isnull=False, turn__isnull=False)
         if self.vote_ids is not None:
             votes = votes.filter(id__in=self.vote_ids)
-        if not self.include_named:
-            votes = votes.filter(anonymous=True)
-        if not self.include_flagged:
-            votes = votes.filter(over_cap=False, identity_leak=False).exclude(
-                session_key__in=FlaggedVoter.objects.values("session_key")
-            )
         if self.since:
             votes = votes.filter(created_at__gte=self.since)
         if self.until:
@@ -91,11 +107,7 @@ class ExportFilter:
                 votes = votes.filter(id__in=VoteCategory.objects.filter(name=tag).values("vote_id"))
         if self.min_turns > 1:
             votes = votes.filter(turn__index__gte=self.min_turns - 1)
-        # Failed answers never make training data.
-        failed = Answer.objects.filter(
-            turn__battle=OuterRef("battle"), superseded=False, status=Answer.Status.ERROR
-        )
-        return votes.exclude(Exists(failed)).order_by("id")
+        return votes.order_by("id")
 
 
 @dataclass

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -133,7 +134,10 @@ def _conversation(value: Any) -> list[dict[str, str]] | None:
         isinstance(m, dict) and isinstance(m.get("content"), str) for m in value
     ):
         raise ValueError("conversation must be a list of {role, content} messages")
-    return [{"role": str(m.get("role", "user")), "content": m["content"]} for m in value]
+    return [
+        {"role": str(m.get("role", "user")), "content": _text(m["content"], "conversation")}
+        for m in value
+    ]
 
 
 def _from_lists(prompts: Any, responses: Any) -> list[dict[str, str]] | None:
@@ -143,8 +147,8 @@ def _from_lists(prompts: Any, responses: Any) -> list[dict[str, str]] | None:
         return None
     out: list[dict[str, str]] = []
     for user, answer in zip(prompts, responses, strict=False):
-        out.append({"role": "user", "content": str(user or "")})
-        out.append({"role": "assistant", "content": str(answer or "")})
+        out.append({"role": "user", "content": _text(str(user or ""), "prompt")})
+        out.append({"role": "assistant", "content": _text(str(answer or ""), "response")})
     return out
 
 
@@ -164,16 +168,54 @@ def _winner(row: dict[str, Any]) -> str:
     return {"winner_model_a": "a", "winner_model_b": "b", "winner_tie": "tie"}[flags[0]]
 
 
+# Counts go into 32-bit integer columns (PostgreSQL's `integer`).
+MAX_COUNT = 2**31 - 1
+
+
 def _timestamp(value: Any) -> datetime | None:
+    """A row's time: a datetime, an ISO string or Unix seconds. Beyond what a
+    datetime holds (year 99999, 1e20 s, NaN) is a bad row, not a failed import."""
     if value in (None, ""):
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     try:
-        return datetime.fromtimestamp(float(value), tz=UTC)
+        seconds = float(value)
     except (TypeError, ValueError):
+        seconds = None
+    try:
+        if seconds is not None:
+            return datetime.fromtimestamp(seconds, tz=UTC)
         parsed = datetime.fromisoformat(str(value))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(
+            f"timestamp {str(value)[:40]!r} is not a date this side of year 10000"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _count(value: Any, what: str) -> int:
+    """A whole number of things (turns, tokens, headers): finite, not
+    negative, within the database's integer."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} {str(value)[:40]!r} is not a number") from None
+    if not math.isfinite(number) or number < 0 or number > MAX_COUNT:
+        raise ValueError(f"{what} {str(value)[:40]!r} is not a count from 0 to {MAX_COUNT}")
+    return int(number)
+
+
+def _text(value: str, what: str) -> str:
+    # PostgreSQL stores neither NUL nor a lone surrogate: refused by row here
+    # rather than by the database for the whole batch.
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} contains a lone surrogate") from None
+    return value
 
 
 def _style(row: dict[str, Any]) -> dict[str, int] | None:
@@ -183,11 +225,12 @@ def _style(row: dict[str, Any]) -> dict[str, int] | None:
 
     def total(key: str) -> int:
         value = meta.get(key) or {}
-        return int(sum(value.values())) if isinstance(value, dict) else int(value or 0)
+        parts = value.values() if isinstance(value, dict) else [value or 0]
+        return _count(sum(_count(v, key) for v in parts), key)
 
     return {
-        "tokens_a": int(meta["sum_assistant_a_tokens"]),
-        "tokens_b": int(meta["sum_assistant_b_tokens"]),
+        "tokens_a": _count(meta["sum_assistant_a_tokens"], "sum_assistant_a_tokens"),
+        "tokens_b": _count(meta["sum_assistant_b_tokens"], "sum_assistant_b_tokens"),
         "headers_a": total("header_count_a"),
         "headers_b": total("header_count_b"),
         "lists_a": total("list_count_a"),
@@ -200,8 +243,8 @@ def _style(row: dict[str, Any]) -> dict[str, int] | None:
 def record_parse(line: int, row: dict[str, Any]) -> Record:
     if "__error__" in row:
         raise ValueError(row["__error__"])
-    model_a = str(row.get("model_a") or "").strip()
-    model_b = str(row.get("model_b") or "").strip()
+    model_a = _text(str(row.get("model_a") or "").strip(), "model_a")
+    model_b = _text(str(row.get("model_b") or "").strip(), "model_b")
     if not model_a or not model_b:
         raise ValueError("model_a and model_b are required")
     if model_a == model_b:
@@ -220,15 +263,15 @@ def record_parse(line: int, row: dict[str, Any]) -> Record:
     categories = imported_categories(tags)
     own = _json_field(row.get("categories"))  # this project's own `arena` exports
     if isinstance(own, list):
-        categories.update(str(c)[:80] for c in own if c)
+        categories.update(_text(str(c)[:80], "category") for c in own if c)
     language = row.get("language")
     if isinstance(language, str) and language.strip():
-        categories.add(f"language:{_language_code(language)}")
+        categories.add(f"language:{_language_code(_text(language, 'language'))}")
     turns = row.get("turn")
-    if turns not in (None, "") and int(float(turns)) > 1:
+    if turns not in (None, "") and _count(turns, "turn") > 1:
         categories.add("multi_turn")
     anonymous = row.get("anony")
-    external = str(row.get("question_id") or row.get("id") or "").strip()
+    external = _text(str(row.get("question_id") or row.get("id") or "").strip(), "id")
     if not external:
         digest = json.dumps(row, sort_keys=True, default=str).encode()
         external = "sha1:" + hashlib.sha1(digest).hexdigest()
@@ -275,5 +318,5 @@ def records_read(path: Path) -> Iterator[Record | RowError]:
     for line, row in raw_rows(path):
         try:
             yield record_parse(line, row)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
             yield RowError(line, str(exc))

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from arena.models import Answer, Battle, Side, Turn, Vote
@@ -102,19 +102,52 @@ def votes_import(
         else:
             batch.append(item)
         if len(batch) >= BATCH:
-            _write(batch, source, cache, report)
+            _batch_save(batch, source, cache, report)
             batch = []
             if progress:
                 progress(rows, report)
     if batch:
-        _write(batch, source, cache, report)
+        _batch_save(batch, source, cache, report)
     if progress:
         progress(rows, report)
     return report
 
 
+def _batch_save(
+    batch: list[Record], source: str, cache: dict[str, int], report: ImportReport
+) -> None:
+    """One transaction per batch; should the database refuse it (a value the
+    parser let through), each row is tried on its own, so one bad row costs
+    itself and every other row, and every earlier batch, stays."""
+    known = dict(cache)
+    try:
+        added, skipped = _write(batch, source, cache)
+    except (DatabaseError, ValueError):
+        cache.clear()
+        cache.update(known)  # contenders made in the rolled-back batch are gone
+    else:
+        report.added += added
+        report.skipped += skipped
+        return
+    for record in batch:
+        known = dict(cache)
+        try:
+            added, skipped = _write([record], source, cache)
+        except (DatabaseError, ValueError) as exc:
+            cache.clear()
+            cache.update(known)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            report.errors.append(RowError(record.line, f"not saved: {reason}"))
+        else:
+            report.added += added
+            report.skipped += skipped
+    report.errors.sort(key=lambda e: e.line)
+
+
 @transaction.atomic
-def _write(batch: list[Record], source: str, cache: dict[str, int], report: ImportReport) -> None:
+def _write(batch: list[Record], source: str, cache: dict[str, int]) -> tuple[int, int]:
+    """Save a batch's new votes: (added, skipped as already imported)."""
+    skipped = 0
     ids = [r.external_id for r in batch]
     existing = set(
         Vote.objects.filter(source=source, external_id__in=ids).values_list(
@@ -124,7 +157,7 @@ def _write(batch: list[Record], source: str, cache: dict[str, int], report: Impo
     fresh: dict[str, Record] = {}
     for record in batch:
         if record.external_id in existing or record.external_id in fresh:
-            report.skipped += 1
+            skipped += 1
         else:
             fresh[record.external_id] = record
     _contenders([n for r in fresh.values() for n in (r.model_a, r.model_b)], cache)
@@ -170,4 +203,4 @@ def _write(batch: list[Record], source: str, cache: dict[str, int], report: Impo
         if (first := _first_prompt(record))
     ]
     VotePrompt.objects.bulk_create(prompts, batch_size=5000)
-    report.added += len(created)
+    return len(created), skipped

@@ -68,7 +68,15 @@ class VotePrompt(models.Model):
 class Snapshot(models.Model):
     """A computed leaderboard, kept so pages read instead of refitting."""
 
+    class Kind(models.TextChoices):
+        BOARD = "board", "the public board"
+        FILTERED = "filtered", "a filtered run"
+
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Pages read only "board" snapshots: a run over some sources or with the
+    # flagged votes is kept (with its filter) but never shown as the board.
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    filter = models.JSONField(default=dict, help_text="The vote filter of a filtered run.")
     category = models.CharField(max_length=80, blank=True)
     style_control = models.BooleanField(default=False)
     dedup = models.BooleanField(default=True, help_text="Frequent prompts down-sampled.")
@@ -76,11 +84,16 @@ class Snapshot(models.Model):
     votes = models.PositiveIntegerField()
     seconds = models.FloatField(help_text="Time to aggregate and fit.")
     rows = models.JSONField()
-    extra = models.JSONField(default=dict, help_text="Style coefficients, matrices.")
+    extra = models.JSONField(default=dict, help_text="Style coefficients, matrices, Elo trend.")
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["category", "style_control", "ci", "-created_at"])]
+        indexes = [
+            models.Index(
+                fields=["kind", "category", "style_control", "ci", "dedup", "-created_at"],
+                name="snapshot_board_latest",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"leaderboard {self.category or 'overall'} at {self.created_at:%Y-%m-%d %H:%M}"

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db.models import Count, QuerySet
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
 
 from arena.models import Vote
-from inference.models import Contender
+from inference.models import Contender, Engine
 from ratings.bt import A_WINS, B_WINS, BOTH_BAD, TIE, PairTable
+from ratings.cache import single_flight
 from ratings.models import Snapshot, VoteCategory, VotePrompt
 
 OUTCOME: dict[str, int] = {
@@ -25,16 +27,17 @@ OUTCOME: dict[str, int] = {
 class VoteFilter:
     category: str = ""
     sources: tuple[str, ...] | None = None  # None: every source
-    include_flagged: bool = False  # over-cap and identity-leak votes
+    include_flagged: bool = False  # over-cap, identity-leak and outlier voters' votes
     include_named: bool = False  # votes cast with the names visible
     dedup: bool = True  # leave out over-frequent prompts' votes beyond their sample
 
     def queryset(self) -> QuerySet[Vote]:
-        votes = Vote.objects.all()
-        if not self.include_named:
-            votes = votes.filter(anonymous=True)
-        if not self.include_flagged:
-            votes = votes.filter(over_cap=False, identity_leak=False)
+        votes = Vote.objects.counting(
+            include_named=self.include_named,
+            include_over_cap=self.include_flagged,
+            include_leaks=self.include_flagged,
+            include_flagged_voters=self.include_flagged,
+        )
         if self.sources is not None:
             votes = votes.filter(source__in=self.sources)
         if self.dedup:
@@ -127,8 +130,9 @@ def style_rows_get(vote_filter: VoteFilter) -> StyleRows:
 def snapshot_latest(
     *, category: str, style_control: bool, ci: str, dedup: bool = True
 ) -> Snapshot | None:
+    """The latest public board of these settings; filtered runs never count."""
     return Snapshot.objects.filter(
-        category=category, style_control=style_control, ci=ci, dedup=dedup
+        kind=Snapshot.Kind.BOARD, category=category, style_control=style_control, ci=ci, dedup=dedup
     ).first()
 
 
@@ -142,7 +146,48 @@ def categories_available() -> list[tuple[str, int]]:
 
 
 def sources_available() -> list[str]:
-    return list(Vote.objects.order_by().values_list("source", flat=True).distinct())
+    return sorted(Vote.objects.order_by().values_list("source", flat=True).distinct())
+
+
+def board_version() -> str:
+    """What cached boards and lists are valid for: the latest refresh, or,
+    before the first one, the latest vote (two indexed reads, no scan)."""
+    latest = (
+        Snapshot.objects.filter(kind=Snapshot.Kind.BOARD)
+        .order_by("-id")
+        .values_list("id", "created_at")
+        .first()
+    )
+    if latest is None:
+        latest = Vote.objects.order_by("-id").values_list("id", "created_at").first()
+        if latest is None:
+            return "none"
+        return f"vote-{latest[0]}-{latest[1].timestamp()}"
+    return f"refresh-{latest[0]}-{latest[1].timestamp()}"
+
+
+def board_lists_read() -> dict[str, Any]:
+    """The categories (name, votes; most votes first) and vote sources the page offers."""
+    return {
+        "categories": [[name, n] for name, n in categories_available()],
+        "sources": sources_available(),
+    }
+
+
+def board_lists_key(version: str) -> str:
+    return f"arena:ratings:lists:{version}"
+
+
+def board_lists_get(*, version: str) -> dict[str, Any]:
+    """board_lists_read, cached per board_version (a refresh stores the next
+    version's): each list is a scan of every vote."""
+    lists: dict[str, Any] = single_flight(
+        board_lists_key(version),
+        board_lists_read,
+        ttl=settings.ARENA_BOARD_CACHE_SECONDS,
+        wait=settings.ARENA_BOARD_WAIT_SECONDS,
+    )
+    return lists
 
 
 @dataclass(frozen=True)
@@ -169,3 +214,14 @@ def vote_sequence_get(vote_filter: VoteFilter) -> VoteSequence:
         outcome=outcome,
         created_at=[r[3] for r in rows],
     )
+
+
+def identities_battling(*, also: tuple[int, ...] = ()) -> list[str]:
+    """Names and model ids of the contenders an answer could give away: those
+    that can battle (enabled, on a real engine) and `also` (a vote's own two,
+    whatever they are now). Never the names known only from imported votes:
+    "command-a-03-2025" or "o3-mini" battle nowhere here."""
+    rows = Contender.objects.filter(
+        Q(enabled=True) & ~Q(engine=Engine.NONE) | Q(id__in=also)
+    ).values_list("name", "model")
+    return [value for row in rows for value in row if value]

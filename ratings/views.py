@@ -3,25 +3,18 @@ from __future__ import annotations
 import csv
 from typing import Any
 
-import numpy as np
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
+from ratings.boards import Board, BoardKey, board_get
+from ratings.cache import Computing
 from ratings.categories import category_label
 from ratings.charts import ci_chart, heat_map, trend_chart
-from ratings.elo import elo_history
-from ratings.models import Snapshot
+from ratings.exports import csv_row
 from ratings.rag import TRIAD, rag_quality_get, rows_with_rag
-from ratings.selectors import (
-    VoteFilter,
-    categories_available,
-    snapshot_latest,
-    sources_available,
-    vote_sequence_get,
-)
-from ratings.services import leaderboard_compute
+from ratings.selectors import board_lists_get, board_version
 
 CSV_FIELDS = [
     "rank",
@@ -41,47 +34,63 @@ CSV_FIELDS = [
 ]
 
 
-def _board(request: HttpRequest) -> tuple[Snapshot, dict[str, Any]]:
+RETRY_MESSAGE = "This board is being computed; it will be ready in a few seconds."
+
+
+def _board(request: HttpRequest) -> tuple[Board, dict[str, Any]]:
+    """The board the query asks for, from a snapshot or the cache (never a
+    fit of its own beyond one single-flight computation per filter)."""
+    version = board_version()
+    lists = board_lists_get(version=version)
+    known = {name: n for name, n in lists["categories"]}
     category = request.GET.get("category", "")
-    style = request.GET.get("style") in ("1", "true", "on")
-    # On unless asked off; the form sends a hidden dedup=0 before the checkbox.
-    dedup = (request.GET.getlist("dedup") or ["1"])[-1] in ("1", "true", "on")
-    ci = request.GET.get("ci", "sandwich")
-    if ci not in ("sandwich", "bootstrap"):
-        ci = "sandwich"
-    known = dict(categories_available())
     if category and category not in known:
         raise Http404("No such category.")
-    sources = tuple(request.GET.getlist("source"))
-    snapshot: Snapshot | None
-    if sources or not dedup:  # custom selections are computed, not kept
-        snapshot = leaderboard_compute(
-            category=category,
-            style_control=style,
-            ci=ci,  # type: ignore[arg-type]
-            vote_filter=VoteFilter(category=category, sources=sources or None, dedup=dedup),
-            save=False,
-        )
-    else:
-        snapshot = snapshot_latest(category=category, style_control=style, ci=ci)
-        if snapshot is None:
-            snapshot = leaderboard_compute(category=category, style_control=style, ci=ci)  # type: ignore[arg-type]
-    assert snapshot is not None
+    # On unless asked off; the form sends a hidden dedup=0 before the checkbox.
+    dedup = (request.GET.getlist("dedup") or ["1"])[-1] in ("1", "true", "on")
+    key = BoardKey.of(
+        category=category,
+        style_control=request.GET.get("style") in ("1", "true", "on"),
+        ci=request.GET.get("ci", "sandwich"),
+        dedup=dedup,
+        sources=request.GET.getlist("source"),
+        known_sources=lists["sources"],
+    )
     options = {
-        "category": category,
-        "style": style,
-        "dedup": dedup,
-        "ci": ci,
+        "category": key.category,
+        "style": key.style_control,
+        "dedup": key.dedup,
+        "ci": key.ci,
         "categories": known,
-        "sources": sources,
-        "all_sources": sources_available(),
+        "sources": key.sources or (),
+        "all_sources": lists["sources"],
     }
-    return snapshot, options
+    return board_get(key, version=version), options
+
+
+def _computing(request: HttpRequest, busy: Computing, *, kind: str) -> HttpResponse:
+    """503 with Retry-After: another request is computing this board."""
+    response: HttpResponse
+    if kind == "json":
+        response = JsonResponse(
+            {"error": "computing", "message": RETRY_MESSAGE, "retry_after": busy.retry_after},
+            status=503,
+        )
+    elif kind == "csv":
+        response = HttpResponse(RETRY_MESSAGE, status=503, content_type="text/plain")
+    else:
+        context = {"retry_after": busy.retry_after, "message": RETRY_MESSAGE}
+        response = render(request, "ratings/computing.html", context, status=503)
+    response["Retry-After"] = str(busy.retry_after)
+    return response
 
 
 @require_GET
 def leaderboard_page(request: HttpRequest) -> HttpResponse:
-    snapshot, options = _board(request)
+    try:
+        snapshot, options = _board(request)
+    except Computing as busy:
+        return _computing(request, busy, kind="html")
     matrices = snapshot.extra.get("matrices") or {}
     order = [r["name"] for r in snapshot.rows]
     heat = ""
@@ -106,8 +115,11 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def leaderboard_json(request: HttpRequest) -> JsonResponse:
-    snapshot, options = _board(request)
+def leaderboard_json(request: HttpRequest) -> HttpResponse:
+    try:
+        snapshot, options = _board(request)
+    except Computing as busy:
+        return _computing(request, busy, kind="json")
     return JsonResponse(
         {
             "computed_at": snapshot.created_at.isoformat() if snapshot.created_at else None,
@@ -124,20 +136,26 @@ def leaderboard_json(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def leaderboard_csv(request: HttpRequest) -> HttpResponse:
-    snapshot, _ = _board(request)
+    try:
+        snapshot, _ = _board(request)
+    except Computing as busy:
+        return _computing(request, busy, kind="csv")
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="leaderboard.csv"'
     writer = csv.DictWriter(response, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     for row in rows_with_rag(snapshot.rows):
         rag = row.pop("rag") or {}
-        writer.writerow({**row, **{f"rag_{k}": rag.get(k) for k in TRIAD}})
+        writer.writerow(csv_row({**row, **{f"rag_{k}": rag.get(k) for k in TRIAD}}))
     return response
 
 
 @require_GET
 def contender_page(request: HttpRequest, name: str) -> HttpResponse:
-    snapshot, options = _board(request)
+    try:
+        snapshot, options = _board(request)
+    except Computing as busy:
+        return _computing(request, busy, kind="html")
     row = next((r for r in snapshot.rows if r["name"] == name), None)
     matrices = snapshot.extra.get("matrices") or {}
     if row is None or not matrices:
@@ -165,23 +183,17 @@ def contender_page(request: HttpRequest, name: str) -> HttpResponse:
         "rag": rag_quality_get().get(name),
         "record": record,
         "snapshot": snapshot,
-        "trend_svg": mark_safe(_elo_trend(name, options)),
+        "trend_svg": mark_safe(_trend_svg(snapshot, name)),
         **options,
     }
     return render(request, "ratings/contender.html", context)
 
 
-def _elo_trend(name: str, options: dict[str, Any], points: int = 60) -> str:
-    """Online Elo of one contender after each slice of the votes, oldest first."""
-    vote_filter = VoteFilter(
-        category=options["category"], sources=options["sources"] or None, dedup=options["dedup"]
-    )
-    seq = vote_sequence_get(vote_filter)
-    if name not in seq.names or seq.a.size < 2:
+def _trend_svg(board: Board, name: str) -> str:
+    """The contender's online Elo over time, as the refresh (or the cache) replayed it."""
+    trend = board.extra.get("trend") or {}
+    values = (trend.get("ratings") or {}).get(name)
+    if not values:
         return ""
-    marks = np.unique(np.linspace(1, seq.a.size, min(points, seq.a.size)).astype(np.int64))
-    history = elo_history(seq.a, seq.b, seq.outcome, len(seq.names), checkpoints=marks)
-    i = seq.names.index(name)
-    return trend_chart(
-        [(f"{seq.created_at[m - 1]:%Y-%m-%d}", float(history[k, i])) for k, m in enumerate(marks)]
-    )
+    points = [(label, v) for label, v in zip(trend["labels"], values, strict=True) if v is not None]
+    return trend_chart(points)

@@ -15,8 +15,9 @@ from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.contrib.sessions.backends.db import SessionStore
 
+from arena.events import MAX_FRAME_CHARS
+from arena.visitors import visitor_new
 from arena.workers import worker_argv
 from inference.models import Contender, Engine
 
@@ -41,9 +42,12 @@ def _no_stale_cancel_flags() -> None:
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
-        keys = list(client.scan_iter("arena:cancel:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        # So are the per-network daily vote counts: keyed by the test
+        # addresses, they would add up over the day's runs.
+        for pattern in ("arena:cancel:*", "arena:rate:day:*"):
+            keys = list(client.scan_iter(pattern, count=1000))
+            if keys:
+                client.delete(*keys)
     finally:
         client.close()
 
@@ -51,13 +55,16 @@ def _no_stale_cancel_flags() -> None:
 @pytest.fixture(autouse=True)
 def _generous_rate_limits(settings: object) -> None:
     """Tests act faster than people; the rate-limit tests set their own limits."""
-    from arena.ratelimit import counter
+    from arena.ratelimit import counter, daily_counter
 
     settings.ARENA_RATE_LIMITS = {}  # type: ignore[attr-defined]
     counter.cache_clear()
+    daily_counter.cache_clear()
     # The reaper's loop would outlive each test's event loop; fault tests turn it on.
     settings.ARENA_REAPER = False  # type: ignore[attr-defined]
     settings.ARENA_HEALTH_MONITOR = False  # type: ignore[attr-defined]
+    # Nor may the embedded beat refresh boards mid-test; tests/arena/test_beat.py turns it on.
+    settings.ARENA_BEAT = False  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -77,23 +84,17 @@ def contenders(alpha: Contender, beta: Contender) -> list[Contender]:
     return [alpha, beta]
 
 
-def _session() -> str:
-    store = SessionStore()
-    store.create()
-    assert store.session_key
-    return store.session_key
-
-
 @pytest.fixture
 def alice(db: None) -> str:
-    """Alice's session key: a visitor who opened the page."""
-    return _session()
+    """Alice's visitor id: a visitor who opened the page (its signed cookie
+    is what tests/arena/wsclient.py sends)."""
+    return visitor_new()
 
 
 @pytest.fixture
 def mallory(db: None) -> str:
-    """Mallory's session key: another visitor, who should not touch Alice's battles."""
-    return _session()
+    """Mallory's visitor id: another visitor, who should not touch Alice's battles."""
+    return visitor_new()
 
 
 # --- real processes -------------------------------------------------------
@@ -177,7 +178,9 @@ def celery_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[
         pytest.skip("generation runs in threads here (no REDIS_URL)")
     worker = Process(
         "celery-worker",
-        worker_argv(queues="generation,generation-http,default", concurrency=4, name="test"),
+        worker_argv(
+            queues="generation,generation-http,default,ratings", concurrency=4, name="test"
+        ),
         child_env(),
     )
     worker.wait_for_log("ready.", timeout=120)
@@ -191,6 +194,15 @@ def generation(request: pytest.FixtureRequest) -> None:
     Redis, or (embedded default) threads of this process."""
     if settings.ARENA_TASKS == "celery":
         request.getfixturevalue("celery_worker")
+
+
+# As `make run` starts daphne: frames over the app's cap are refused by the server.
+DAPHNE_WS_LIMITS = [
+    "--websocket-max-message-size",
+    str(MAX_FRAME_CHARS),
+    "--websocket-max-frame-size",
+    str(MAX_FRAME_CHARS),
+]
 
 
 @pytest.fixture(scope="session")
@@ -210,6 +222,7 @@ def live_server_process(django_db_setup: None, request: pytest.FixtureRequest) -
             "127.0.0.1",
             "-p",
             str(port),
+            *DAPHNE_WS_LIMITS,
             "arena.asgi:application",
         ],
         child_env(),

@@ -109,8 +109,8 @@ def _session_cookie(url: str) -> str:
         cookies = SimpleCookie()
         for header in response.headers.get_all("Set-Cookie") or []:
             cookies.load(header)
-    assert "sessionid" in cookies, "GET / set no session cookie"
-    return cookies["sessionid"].value
+    assert "arena_visitor" in cookies, "GET / set no visitor cookie"
+    return cookies["arena_visitor"].value
 
 
 def _until(ws: ClientConnection, done: Callable[[Event], bool], timeout: float) -> list[Event]:
@@ -129,7 +129,7 @@ def _play_one_battle(url: str, session_key: str) -> tuple[list[Event], Event]:
     with connect(
         url.replace("http://", "ws://", 1) + "/ws/battle/",
         origin=Origin(url),
-        additional_headers={"Cookie": f"sessionid={session_key}"},
+        additional_headers={"Cookie": f"arena_visitor={session_key}"},
         proxy=None,
         open_timeout=10,
     ) as ws:

@@ -46,6 +46,44 @@ class StreamEnd:
 StreamEvent = TextDelta | StreamEnd
 
 
+REPLACEMENT = "\ufffd"
+
+
+def text_clean(text: str) -> str:
+    """Model text with what no database stores replaced by U+FFFD: NUL
+    (PostgreSQL refuses it in text columns) and lone surrogates (a server's
+    JSON may escape one, `\\ud800`; they have no UTF-8). Pairs of surrogates
+    are joined into the character they encode. Pure; the common case (clean
+    text) costs one scan and one encode."""
+    if "\x00" in text:
+        text = text.replace("\x00", REPLACEMENT)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+class TextCleaner:
+    """text_clean over a stream of deltas: a surrogate pair split across two
+    deltas (each chunk decoded on its own) is joined, not replaced."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        text = self._held + text
+        self._held = ""
+        if text and "\ud800" <= text[-1] <= "\udbff":  # a high surrogate: its pair may follow
+            self._held, text = text[-1], text[:-1]
+        return text_clean(text)
+
+    def end(self) -> str:
+        """What is still held when the stream ends: a lone surrogate, replaced."""
+        held, self._held = self._held, ""
+        return text_clean(held)
+
+
 class EngineError(Exception):
     """A failure the visitor should see as that side's error, with a stable code."""
 

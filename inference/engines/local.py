@@ -288,6 +288,38 @@ class LocalEngine:
             stop.set()
 
 
+DEFAULT_TOP_K = 50  # transformers' own default when sampling
+
+
+class SeededSampler:
+    """Sampling from one answer's own `torch.Generator`, as the last logits
+    processor: it draws the next token (temperature, then top-k, then top-p,
+    as transformers samples) and leaves only that token possible, so
+    generate's greedy step takes it. transformers' sampling itself draws from
+    the process-global RNG."""
+
+    def __init__(self, *, seed: int, temperature: float, top_p: float, top_k: int) -> None:
+        import torch
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        self.warpers: list[Any] = [TemperatureLogitsWarper(temperature)]
+        if top_k > 0:
+            self.warpers.append(TopKLogitsWarper(top_k=top_k))
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p=top_p))
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1)
+        drawn = torch.multinomial(probs.cpu(), num_samples=1, generator=self.generator)
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(1, drawn.to(scores.device), 0.0)
+
+
 class _Generation:
     """Runs `model.generate` in its own thread, pushing decoded text out."""
 
@@ -330,7 +362,12 @@ class _Generation:
 
     def _generate(self) -> None:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+        from transformers import (
+            LogitsProcessorList,
+            StoppingCriteria,
+            StoppingCriteriaList,
+            TextStreamer,
+        )
 
         tokenizer = self.loaded.tokenizer
         model = self.loaded.model
@@ -368,14 +405,19 @@ class _Generation:
             "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id,
             "repetition_penalty": float(req.extra.get("repetition_penalty", 1.1)),
         }
-        if req.temperature > 0:
-            kwargs.update(do_sample=True, temperature=req.temperature, top_p=req.top_p)
-            if "top_k" in req.extra:
-                kwargs["top_k"] = int(req.extra["top_k"])
+        top_k = int(req.extra.get("top_k", DEFAULT_TOP_K))
+        if req.temperature > 0 and req.seed is not None:
+            # Not torch.manual_seed: that reseeds the whole process, so two
+            # concurrent seeded answers (and every unseeded one) would draw
+            # from each other's sequence. This answer draws from its own.
+            sampler = SeededSampler(
+                seed=req.seed, temperature=req.temperature, top_p=req.top_p, top_k=top_k
+            )
+            kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([sampler]))
+        elif req.temperature > 0:
+            kwargs.update(do_sample=True, temperature=req.temperature, top_p=req.top_p, top_k=top_k)
         else:
             kwargs["do_sample"] = False
-        if req.seed is not None:
-            torch.manual_seed(req.seed)
         with torch.inference_mode():
             output = model.generate(**inputs, **kwargs)
         generated = output[0][self.prompt_tokens :]

@@ -57,6 +57,9 @@ class EndpointConfig:
     name: str
     base_url: str
     api_key_env: str = ""
+    # Why `api_key_env` may not be read (a variable outside ARENA_KEY_PREFIX):
+    # the request is refused instead of sending that variable anywhere.
+    api_key_refused: str = ""
     connect_timeout: float = 5.0
     first_token_timeout: float = 60.0
     idle_timeout: float = 30.0
@@ -69,6 +72,12 @@ class EndpointConfig:
         return url[: -len("/v1")] if url.endswith("/v1") else url
 
     def headers(self) -> dict[str, str]:
+        if self.api_key_refused:
+            raise EngineError(
+                "engine_auth",
+                f"The API key variable of endpoint {self.name!r} is refused: "
+                f"{self.api_key_refused}",
+            )
         if not self.api_key_env:
             return {}
         key = os.environ.get(self.api_key_env, "")

@@ -93,8 +93,8 @@ class Visitor:
             async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=60) as http:
                 page = await http.get("/")
                 page.raise_for_status()
-                session = page.cookies.get("sessionid")
-            assert session, "GET / set no session cookie"
+                session = page.cookies.get("arena_visitor")
+            assert session, "GET / set no visitor cookie"
         visitor = cls(url, session)
         await visitor.connect()
         return visitor
@@ -104,7 +104,7 @@ class Visitor:
 
         self.ws = await connect(
             "ws://" + self.url.removeprefix("http://") + "/ws/battle/",
-            additional_headers={"Cookie": f"sessionid={self.session}", "Origin": self.url},
+            additional_headers={"Cookie": f"arena_visitor={self.session}", "Origin": self.url},
             proxy=None, open_timeout=30, ping_interval=None, max_size=2**22,
         )  # fmt: skip
 

@@ -15,6 +15,7 @@ from arena import moderation
 from arena.env import Limit
 from arena.models import Turn
 from arena.ratelimit import client_ip
+from arena.visitors import visitor_new
 from tests.arena.wsclient import Client
 from tests.conftest import free_port
 
@@ -43,17 +44,13 @@ async def test_a_visitor_over_the_limit_gets_rate_limited_with_a_retry_time(
 async def test_many_visitors_from_one_address_hit_the_ip_limit(
     contenders: object, settings: object
 ) -> None:
-    from django.contrib.sessions.backends.db import SessionStore
-
     settings.ARENA_RATE_LIMITS = {"battle": Limit(1, 60)}  # type: ignore[attr-defined]
     settings.ARENA_RATE_IP_FACTOR = 3  # type: ignore[attr-defined]
     codes = []
     # A fresh address per run: Redis keeps counts across runs within the window.
     address = f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
     for _ in range(4):
-        store = SessionStore()
-        await sync_to_async(store.create)()
-        client = Client(store.session_key, address=address)
+        client = Client(visitor_new(), address=address)
         await client.connect()
         await client.send({"type": "battle.start"})
         codes.append((await client.next())["type"])

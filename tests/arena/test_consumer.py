@@ -13,7 +13,7 @@ import kombu.exceptions
 import pytest
 from asgiref.sync import sync_to_async
 
-from arena.models import Answer, Battle, Vote
+from arena.models import Answer, Battle, Turn, Vote
 from inference.models import Contender
 from tests.arena.wsclient import Client, of_type
 
@@ -42,12 +42,14 @@ async def test_a_visitor_battles_votes_and_only_then_sees_the_names(
         final = next(e for e in done if e["side"] == side)
         assert "".join(d["text"] for d in deltas) == final["text"]
         assert final["stats"]["tokens"] > 0
-        assert final["stats"]["ttft_ms"] > 0
+        assert set(final["stats"]) == {"tokens", "finish_reason"}  # timings wait for the vote
     assert all("models" not in e or e["models"] is None for e in events if e["type"] != "gen.done")
 
     await client.send({"type": "vote", "choice": "a"})
     recorded = (await client.until(lambda e: e["type"] == "vote.recorded"))[-1]
     assert set(recorded["models"].values()) == {"alpha", "beta"}
+    assert {(s["turn"], s["side"]) for s in recorded["stats"]} == {(0, "a"), (0, "b")}
+    assert all(s["stats"]["ttft_ms"] > 0 for s in recorded["stats"])
     state = (await client.until(lambda e: e["type"] == "battle.state"))[-1]
     assert state["battle"]["status"] == "voted"
     assert state["battle"]["models"] == recorded["models"]
@@ -135,7 +137,16 @@ async def test_stop_ends_both_streams_early(
     await client.connect()
     await client.start()
     await client.send({"type": "message.send", "text": "Write a long story about a dragon."})
-    await client.until(lambda e: e["type"] == "gen.delta")
+    # Both sides have text once each has sent a delta: stopped answers with
+    # text stay votable (one stopped before its first token would not).
+    sides: set[str] = set()
+
+    def both_sides_have_text(event: dict[str, object]) -> bool:
+        if event["type"] == "gen.delta":
+            sides.add(str(event["side"]))
+        return len(sides) == 2
+
+    await client.until(both_sides_have_text)
     await client.send({"type": "stop"})
     events = await client.answers_finished()
     done = of_type(events, "gen.done")
@@ -206,6 +217,28 @@ async def test_prompt_limits_are_enforced(contenders: object, alice: str, settin
     long = "x" * 4001
     assert (await client.error({"type": "message.send", "text": long}))["code"] == "prompt_too_long"
     assert await sync_to_async(Answer.objects.count)() == 0
+    await client.close()
+
+
+async def test_a_multibyte_prompt_over_the_context_is_refused_before_anything_is_queued(
+    contenders: object, alice: str, generation: None
+) -> None:
+    # 4,000 characters pass the character cap, but are ~12,000 SmolLM2 tokens:
+    # more than the default 8,192-token window (the 175 s prefill).
+    client = Client(alice)
+    await client.connect()
+    await client.start()
+    error = await client.error({"type": "message.send", "text": "\U0001d54f" * 4000})
+    assert error["code"] == "prompt_too_long"
+    assert "tokens" in error["message"]
+    assert await client.quiet(0.5)  # no state, no gen.start: nothing was queued
+    assert await sync_to_async(Turn.objects.count)() == 0
+    assert await sync_to_async(Answer.objects.count)() == 0
+    # The battle is unharmed: an ordinary message goes through.
+    await client.send({"type": "message.send", "text": "Say hello."})
+    events = await client.answers_finished()
+    assert {e["side"] for e in of_type(events, "gen.done")} == {"a", "b"}
+    assert await sync_to_async(Turn.objects.count)() == 1
     await client.close()
 
 

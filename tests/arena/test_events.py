@@ -1,6 +1,11 @@
+import re
+from pathlib import Path
+
 import pytest
 
 from arena.events import (
+    ANSWER_ERROR_GENERIC,
+    ANSWER_ERRORS,
     ArenaError,
     BattleResume,
     BattleStart,
@@ -8,7 +13,12 @@ from arena.events import (
     Stop,
     VoteCast,
     client_event_parse,
+    gen_error_event,
 )
+from arena.services import REAP_REASONS
+from inference.engines.base import TextCleaner, text_clean
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_it_parses_each_client_event() -> None:
@@ -43,3 +53,77 @@ def test_bad_frames_raise_a_stable_code(raw: str | None, code: str) -> None:
     with pytest.raises(ArenaError) as caught:
         client_event_parse(raw)
     assert caught.value.code == code
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"type": "message.send", "text": "a\\u0000b"}',
+        '{"type": "message.send", "text": "a\\ud800b"}',
+        '{"type": "message.send", "text": "trail \\udfff"}',
+        '{"type": "battle.resume", "battle": "b1\\u0000"}',
+        '{"type": "battle.resume", "battle": "\\udbff"}',
+        '{"type": "battle.start", "mode": "named", "contender_a": "x\\u0000", "contender_b": "y"}',
+        '{"type": "battle.start", "mode": "named", "contender_a": "x", "contender_b": "\\ud800"}',
+    ],
+)
+def test_a_nul_or_a_lone_surrogate_in_user_text_is_a_bad_field(raw: str) -> None:
+    with pytest.raises(ArenaError) as caught:
+        client_event_parse(raw)
+    assert caught.value.code == "bad_field"
+
+
+def test_a_surrogate_pair_escaped_in_json_is_one_character_and_accepted() -> None:
+    parsed = client_event_parse('{"type": "message.send", "text": "smile \\ud83d\\ude00"}')
+    assert parsed == MessageSend("smile \U0001f600")
+
+
+ENGINE_SOURCES = [
+    ROOT / "inference" / "engines" / "openai.py",
+    ROOT / "inference" / "engines" / "local.py",
+    ROOT / "inference" / "engines" / "__init__.py",
+    ROOT / "inference" / "generation.py",
+    ROOT / "inference" / "health.py",
+    ROOT / "arena" / "services.py",
+    ROOT / "arena" / "consumers.py",
+]
+
+
+def _codes_raised() -> set[str]:
+    """Every code an answer can fail with, read from the code that fails them."""
+    codes: set[str] = set()
+    for path in ENGINE_SOURCES:
+        text = path.read_text()
+        codes |= set(re.findall(r'EngineError\(\s*"([a-z_]+)"', text))
+        codes |= set(re.findall(r'error_code="([a-z_]+)"', text))
+        codes |= set(re.findall(r'_fail\(\s*job,\s*publisher,\s*"([a-z_]+)"', text))
+    return codes | set(REAP_REASONS)
+
+
+def test_every_answer_error_code_has_a_fixed_visitor_message() -> None:
+    codes = _codes_raised()
+    assert {"engine_unreachable", "engine_failed", "timeout", "retrieval_failed"} <= codes
+    assert codes - set(ANSWER_ERRORS) == set()
+
+
+def test_an_unknown_answer_error_code_gets_the_generic_message_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    event = gen_error_event(side="a", turn=0, attempt=0, code="made_up")
+    assert event["message"] == ANSWER_ERROR_GENERIC
+    assert "made_up" in caplog.text
+    known = gen_error_event(side="b", turn=1, attempt=2, code="engine_unreachable")
+    assert known["message"] == ANSWER_ERRORS["engine_unreachable"]
+    assert (known["side"], known["turn"], known["attempt"]) == ("b", 1, 2)
+
+
+def test_model_text_loses_nul_and_lone_surrogates_and_keeps_split_pairs() -> None:
+    assert text_clean("plain text") == "plain text"
+    assert text_clean("a\x00b") == "a\ufffdb"
+    assert text_clean("a\ud800b\udfffc") == "a\ufffdb\ufffdc"
+    assert text_clean("\ud83d\ude00") == "\U0001f600"
+    cleaner = TextCleaner()
+    pieces = [cleaner.feed("smile \ud83d"), cleaner.feed("\ude00!"), cleaner.feed("\udbff")]
+    assert [*pieces, cleaner.end()] == ["smile ", "\U0001f600!", "", "\ufffd"]
+    for piece in pieces:
+        piece.encode("utf-8")

@@ -15,6 +15,7 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from arena import services
+from arena.events import ANSWER_ERRORS
 from arena.models import Answer, Battle, Vote
 from arena.reaper import reap_once
 from inference.models import Contender
@@ -36,7 +37,7 @@ def test_silent_and_unclaimed_answers_are_failed_once(contenders: object, alice:
     assert services.answers_reap(stale_after=15, pending_after=120) == []
     # A worker that wakes up late cannot overwrite the failure.
     late = services.AnswerOutcome(status="done", text="too late")
-    assert services.answer_complete(answer_id=a.pk, outcome=late) is False
+    assert services.answer_complete(answer_id=a.pk, outcome=late) is None
     assert Answer.objects.get(pk=a.pk).error_code == "worker_lost"
     # The visitor can regenerate and go on.
     new = services.turn_regenerate(battle_id=battle.pk, session_key=alice)
@@ -57,6 +58,7 @@ async def test_the_reaper_tells_the_page(contenders: object, alice: str) -> None
         lambda e: len([x for x in client.seen if x["type"] == "gen.error"]) == 2, timeout=10
     )
     assert {e["code"] for e in of_type(errors, "gen.error")} == {"not_started"}
+    assert {e["message"] for e in of_type(errors, "gen.error")} == {ANSWER_ERRORS["not_started"]}
     assert state["battle"]["id"]
     await client.close()
 

@@ -106,3 +106,62 @@ async def test_close_cancels_a_gathering_frame() -> None:
     box.close()
     await asyncio.sleep(0.05)
     assert socket.frames == []
+
+
+class StuckSocket:
+    """A reader that stops reading: the first write never returns until let go."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+        self.go = asyncio.Event()
+
+    async def write(self, text: str) -> None:
+        await self.go.wait()
+        self.frames.append(text)
+
+
+async def test_a_reader_that_does_not_read_stays_bounded_and_gets_one_state() -> None:
+    socket = StuckSocket()
+    resyncs: list[asyncio.Task[None]] = []
+    state = json.dumps({"type": "battle.state"})
+
+    def overflowed() -> None:  # as the consumer does: the saved state, in a task
+        resyncs.append(asyncio.get_running_loop().create_task(box.resync(state)))
+
+    box = Outbox(socket.write, batch=True, gather=0.0, max_events=50, on_overflow=overflowed)
+    box.push(ev(0))
+    await asyncio.sleep(0.01)  # the writer took it and is stuck writing it
+    most = 0
+    for i in range(1, 20_000):
+        box.push(ev(i))
+        most = max(most, len(box._pending))
+        if i % 1000 == 0:
+            await asyncio.sleep(0)  # the resync task runs meanwhile
+    assert most <= 50
+    assert box.dropped > 19_000
+    socket.go.set()
+    await asyncio.sleep(0.05)
+    events = Socket.events(socket)  # type: ignore[arg-type]
+    states = [e for e in events if e == {"type": "battle.state"}]
+    assert len(states) == 1, len(states)
+    assert len(events) < 120  # the stuck frame, one state, what came after it
+    assert all(t.done() for t in resyncs)
+
+
+async def test_waiting_bytes_are_bounded_too() -> None:
+    socket = StuckSocket()
+    calls: list[int] = []
+    box = Outbox(
+        socket.write, batch=False, gather=0.0, max_bytes=10_000, on_overflow=lambda: calls.append(1)
+    )
+    big = json.dumps({"type": "gen.delta", "text": "x" * 3000})
+    for _ in range(5):
+        box.push(big)
+    assert calls == [1]
+    assert box.stale and box._pending == []
+    box.push(big)  # dropped until the state comes
+    assert box._pending == [] and box.dropped >= 5
+    socket.go.set()
+    await box.resync(json.dumps({"type": "battle.state"}))
+    assert not box.stale
+    assert json.loads(socket.frames[-1]) == {"type": "battle.state"}

@@ -10,9 +10,10 @@ from django.utils import timezone
 
 from arena import services
 from arena.events import ArenaError
-from arena.models import Answer, Battle, Vote
+from arena.models import Answer, Battle, Turn, Vote
 from arena.selectors import battle_state
-from inference.models import Contender, Engine
+from inference.models import Contender, Endpoint, Engine
+from inference.tokens import bytes_bound, local_count
 
 pytestmark = pytest.mark.django_db
 
@@ -205,3 +206,84 @@ def test_the_state_sent_with_a_turn_is_the_state_read_back(contenders: object, a
     assert [t["user"] for t in state["turns"]] == ["hi", "more"]
     assert state["turns"][0]["b"]["html"]  # type: ignore[index]
     assert state["battle"]["can_send"] is False and state["battle"]["can_vote"] is False
+
+
+# --- prompts measured in tokens (issue 14) ---------------------------------
+
+X = "\U0001d54f"  # 4 UTF-8 bytes, 3 SmolLM2 tokens: 4,000 of them are ~12,000 tokens
+
+
+def test_a_message_too_long_in_tokens_is_refused_and_leaves_nothing(
+    contenders: object, alice: str
+) -> None:
+    battle = services.battle_create(session_key=alice)
+    with pytest.raises(ArenaError) as caught:
+        services.turn_send(battle_id=battle.pk, session_key=alice, text=X * 4000)
+    assert caught.value.code == "prompt_too_long"
+    assert "tokens" in caught.value.message
+    assert Turn.objects.count() == 0 and Answer.objects.count() == 0
+    # The same number of characters in words fits, and the battle goes on.
+    services.turn_send(battle_id=battle.pk, session_key=alice, text="word " * 800)
+    assert Turn.objects.count() == 1 and Answer.objects.count() == 2
+
+
+def test_a_server_contender_is_measured_by_its_utf8_bytes(alice: str) -> None:
+    endpoint = Endpoint.objects.create(name="vllm", base_url="http://127.0.0.1:9/v1")
+    for name in ("srv-a", "srv-b"):
+        Contender.objects.create(
+            name=name, engine=Engine.OPENAI, endpoint=endpoint, model="m", context_window=2048
+        )
+    battle = services.battle_create(session_key=alice)
+    # 1,000 characters, 3,000 bytes: over a 2,048-token window for a tokenizer we cannot see.
+    with pytest.raises(ArenaError) as caught:
+        services.turn_send(battle_id=battle.pk, session_key=alice, text="中" * 1000)
+    assert caught.value.code == "prompt_too_long"
+    assert Turn.objects.count() == 0
+    a, _ = services.turn_create(battle_id=battle.pk, session_key=alice, text="中" * 500)
+    assert bytes_bound(a.messages) + int(a.params["max_tokens"]) <= 2048
+
+
+def test_history_is_trimmed_oldest_first_by_the_real_token_count(
+    contenders: list[Contender], alice: str
+) -> None:
+    Contender.objects.update(context_window=1024)
+    battle = services.battle_create(session_key=alice)
+    asked = []
+    for i in range(4):
+        asked.append(f"q{i} {X * 60}")  # ~180 tokens, 61 characters
+        answers = services.turn_create(battle_id=battle.pk, session_key=alice, text=asked[-1])
+        _finish(answers, text=f"a{i} " + X * 30)
+    a, b = services.turn_create(battle_id=battle.pk, session_key=alice, text="latest")
+    budget = 1024 - 6  # the window less the answer's max_tokens
+    for answer in (a, b):
+        users = [m["content"] for m in answer.messages if m["role"] == "user"]
+        kept = users[:-1]
+        assert users[-1] == "latest"
+        assert 0 < len(kept) < 4 and kept == asked[4 - len(kept) :]  # the newest ones
+        assert local_count(answer.messages) <= budget
+        older = asked[3 - len(kept)]
+        head = answer.messages[:1] if answer.messages[0]["role"] == "system" else []
+        one_more = [
+            *head,
+            {"role": "user", "content": older},
+            {"role": "assistant", "content": f"a{3 - len(kept)} " + X * 30},
+            *answer.messages[len(head) :],
+        ]
+        assert local_count(one_more) > budget
+
+
+def test_a_claimed_request_never_exceeds_the_context_window(
+    contenders: list[Contender], alice: str
+) -> None:
+    battle = services.battle_create(session_key=alice)
+    a, _ = services.turn_create(battle_id=battle.pk, session_key=alice, text=X * 1000)
+    assert services.answer_claim(answer_id=a.pk).request.max_tokens == 6  # type: ignore[union-attr]
+    # An admin shrinks the window while a regenerated answer waits.
+    Answer.objects.filter(turn__battle=battle).update(status=Answer.Status.DONE, text="ok")
+    a2, _ = services.turn_regenerate(battle_id=battle.pk, session_key=alice)
+    prompt = local_count(a2.messages)
+    Contender.objects.filter(pk=a2.contender_id).update(context_window=prompt + 3)
+    job = services.answer_claim(answer_id=a2.pk)
+    assert job is not None
+    assert job.request.max_tokens == 3
+    assert local_count(job.request.messages) + job.request.max_tokens == prompt + 3

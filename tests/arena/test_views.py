@@ -4,11 +4,12 @@ from django.test import Client
 pytestmark = pytest.mark.django_db
 
 
-def test_the_battle_page_gives_a_visitor_a_session() -> None:
+def test_the_battle_page_gives_a_visitor_a_visitor_cookie_and_no_session() -> None:
     client = Client(enforce_csrf_checks=True)
     response = client.get("/")
     assert response.status_code == 200
-    assert "sessionid" in response.cookies
+    assert "arena_visitor" in response.cookies
+    assert "sessionid" not in response.cookies
     body = response.content.decode()
     assert 'data-mode="anonymous"' in body
     assert 'data-vote="both_bad"' in body

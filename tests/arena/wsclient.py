@@ -11,6 +11,7 @@ from typing import Any
 from channels.testing import WebsocketCommunicator
 
 from arena.asgi import application
+from arena.visitors import COOKIE, visitor_cookie_value
 
 Event = dict[str, Any]
 
@@ -22,10 +23,15 @@ class Client:
         origin: str = "http://127.0.0.1:8000",
         address: str = "127.0.0.1",
         path: str = "/ws/battle/",
+        cookie: str | None = None,
     ) -> None:
+        """`session_key`: the visitor id, sent signed as the page's cookie
+        would be; `cookie`: a Cookie header to send as is instead."""
         headers = [(b"origin", origin.encode()), (b"host", b"127.0.0.1:8000")]
-        if session_key:
-            headers.append((b"cookie", f"sessionid={session_key}".encode()))
+        if session_key and cookie is None:
+            cookie = f"{COOKIE}={visitor_cookie_value(session_key)}"
+        if cookie:
+            headers.append((b"cookie", cookie.encode()))
         self.comm = WebsocketCommunicator(application, path, headers=headers)
         self.comm.scope["client"] = [address, 50000]
         self.seen: list[Event] = []

@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Locator, Page, ViewportSize, expect
 
 from arena.models import Answer, Battle, Turn, Vote
+from arena.visitors import visitor_from_cookie, visitor_key
 from inference.models import Contender
 from tests.conftest import ARTIFACTS, TINY
 
@@ -103,6 +104,8 @@ def test_a_visitor_battles_votes_and_then_sees_the_names(
     assert shown == [], "names shown before the vote"
     expect(page.locator("#name-a")).to_have_text("")
     expect(page.locator("#reveal")).to_be_hidden()
+    for side in ("a", "b"):  # tokens only: the speed would tell the models apart
+        expect(page.locator(f"#stats-{side}")).to_have_text(re.compile(r"^\d+ tokens$"))
 
     page.click('[data-vote="b"]')
     battle = Battle.objects.select_related("contender_a", "contender_b").get()
@@ -113,6 +116,8 @@ def test_a_visitor_battles_votes_and_then_sees_the_names(
     expect(reveal).to_be_visible()
     expect(reveal).to_contain_text(battle.contender_a.name)
     expect(reveal).to_contain_text(battle.contender_b.name)
+    for side in ("a", "b"):  # the speed comes with the names
+        expect(page.locator(f"#stats-{side}")).to_contain_text("ms to first token")
 
     expect(page.locator("#status")).not_to_have_class(re.compile(r"\berror\b"))
     vote = Vote.objects.get()
@@ -146,6 +151,8 @@ def test_side_by_side_shows_the_picked_names_before_the_vote(
     expect(page.locator("#name-b")).to_have_text("· alpha")
     wait_both_done(page)
     expect(page.locator("#reveal")).to_be_hidden()
+    for side in ("a", "b"):  # named mode is revealed from the start: speeds too
+        expect(page.locator(f"#stats-{side}")).to_contain_text("ms to first token")
     assert not Vote.objects.exists()
 
     page.click('[data-vote="tie"]')
@@ -183,8 +190,10 @@ def test_model_output_reaches_the_page_as_text_never_as_markup(
 ) -> None:
     page.goto("/")
     wait_connected(page)
-    session_key = next(c["value"] for c in page.context.cookies() if c["name"] == "sessionid")
-    battle = _finished_battle(session_key, alpha, beta, XSS)
+    cookie = next(c["value"] for c in page.context.cookies() if c["name"] == "arena_visitor")
+    visitor = visitor_from_cookie(cookie)
+    assert visitor is not None
+    battle = _finished_battle(visitor_key(visitor), alpha, beta, XSS)
 
     page.evaluate("(id) => sessionStorage.setItem('arena.battle.anonymous', id)", str(battle.id))
     page.reload()

@@ -11,7 +11,7 @@ from playwright.sync_api import Page
 
 from tests.conftest import ARTIFACTS
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "arena_hp140k_votes.csv.gz"
+REAL = Path(__file__).resolve().parents[2] / "data" / "arena_hp140k_votes.csv.gz"
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.slow]
 
 

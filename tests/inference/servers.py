@@ -120,11 +120,13 @@ class VLLMBehaviour:
     healthy: bool = True
     models_route: bool = True  # False: /v1/models answers 404, as on some servers
     words: list[str] = field(default_factory=lambda: ["The", "quick", "brown", "fox", "jumps"])
+    joiner: str = " "  # after each word, in the same chunk
     first_token_delay: float = 0.0
     token_delay: float = 0.0
     stall_after: int | None = None  # stop sending (connection held open) after n tokens
     error_after: int | None = None  # an error chunk after n tokens
     done_after: int | None = None  # [DONE] without a finish reason after n tokens
+    chat_error: tuple[int, str] | None = None  # chat completions answer (status, message)
     # Filled by the server:
     requests: list[dict[str, Any]] = field(default_factory=list)
     aborted: list[str] = field(default_factory=list)
@@ -288,10 +290,13 @@ class _Handler(BaseHTTPRequestHandler):
         if model != state.base and model not in state.adapters:
             self._error(404, f"The model `{model}` does not exist.", "NotFoundError")
             return
+        if state.chat_error is not None:
+            self._error(*state.chat_error, "InternalServerError")
+            return
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         max_tokens = int(body.get("max_tokens") or 16)
-        words = [f"{w} " for w in state.words][:max_tokens]
+        words = [f"{w}{state.joiner}" for w in state.words][:max_tokens]
         usage = body.get("stream_options", {}).get("include_usage", False)
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")

@@ -22,6 +22,8 @@ from arena.sampling import (
 from inference.models import Contender
 from inference.selectors import pair_vote_records, pair_vote_records_forget
 from ratings.bt import A_WINS, B_WINS, PairTable, bt_board
+from ratings.models import FlaggedVoter
+from ratings.selectors import VoteFilter, pair_counts_get
 
 Records = dict[tuple[int, int], PairRecord]
 
@@ -140,3 +142,26 @@ def test_battle_create_sends_a_new_contender_into_battles(alice: str, settings: 
     weighted, active = share("weighted"), share("active")
     assert weighted == pytest.approx(0.5, abs=0.1)  # in half the pairs
     assert active > 0.8
+
+
+@pytest.mark.django_db
+def test_sampling_counts_only_the_votes_the_leaderboard_counts() -> None:
+    a, b = (Contender.objects.create(name=n) for n in ("left", "right"))
+
+    def votes(n: int, **kw: object) -> None:
+        Vote.objects.bulk_create(
+            Vote(contender_a=a, contender_b=b, choice="a", **{"anonymous": True, **kw})
+            for _ in range(n)
+        )
+
+    votes(10, session_key="fair")
+    votes(20, session_key="fair", anonymous=False)  # named mode
+    votes(30, session_key="fair", over_cap=True)
+    votes(40, session_key="fair", identity_leak=True)
+    votes(50, session_key="outlier")
+    votes(60, session_key="fair", ip_key="net1")
+    FlaggedVoter.objects.create(session_key="outlier", votes=50, p_value=1e-9)
+    FlaggedVoter.objects.create(session_key="ip:net1", votes=60, p_value=1e-9)
+    pair_vote_records_forget()
+    assert pair_vote_records(max_age=0) == {(a.pk, b.pk): (10, 10.0)}
+    assert pair_counts_get(VoteFilter()).table.count.sum() == 10

@@ -17,6 +17,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
+from inference.engines.local import DEFAULT_MODEL
 from inference.models import Contender, Endpoint, Engine, Health
 from tests.inference.loras import adapter_config_edit
 from tests.inference.servers import LLAMA_ALIAS, LlamaServer, VLLMStandIn
@@ -158,21 +159,47 @@ def test_the_api_key_is_named_never_stored(
         "/admin/inference/endpoint/add/",
         {**ENDPOINT_FORM, "name": "hosted", "base_url": vllm.url, "api_key_env": "bad name!"},
     )
-    assert "An environment variable name" in errors(response)
-    monkeypatch.setenv("ARENA_TEST_HOSTED_KEY", "s3cret")
+    assert "is not an environment variable name" in errors(response)
+    monkeypatch.setenv("ARENA_KEY_TEST_HOSTED", "s3cret")
     bob.post(
         "/admin/inference/endpoint/add/",
         {
             **ENDPOINT_FORM,
             "name": "hosted",
             "base_url": vllm.url,
-            "api_key_env": "ARENA_TEST_HOSTED_KEY",
+            "api_key_env": "ARENA_KEY_TEST_HOSTED",
         },
     )
     endpoint = Endpoint.objects.get(name="hosted")
     assert "s3cret" not in json.dumps(list(Endpoint.objects.values()), default=str)
-    assert "$ARENA_TEST_HOSTED_KEY (set)" in bob.get("/admin/inference/endpoint/")
-    assert endpoint.api_key_env == "ARENA_TEST_HOSTED_KEY"
+    assert "$ARENA_KEY_TEST_HOSTED (set)" in bob.get("/admin/inference/endpoint/")
+    assert endpoint.api_key_env == "ARENA_KEY_TEST_HOSTED"
+
+
+@pytest.mark.parametrize("variable", ["DJANGO_SECRET_KEY", "DATABASE_URL", "VLLM_API_KEY"])
+def test_bob_cannot_point_an_endpoint_key_at_a_variable_outside_the_prefix(
+    bob: AdminPages, vllm: VLLMStandIn, variable: str
+) -> None:
+    # An endpoint's key is sent to its server: naming DJANGO_SECRET_KEY and
+    # a server of his own would hand Bob the arena's secret.
+    response = bob.post(
+        "/admin/inference/endpoint/add/",
+        {**ENDPOINT_FORM, "name": "leaky", "base_url": vllm.url, "api_key_env": variable},
+    )
+    text = errors(response)
+    assert variable in text
+    assert "ARENA_KEY_" in text
+    assert not Endpoint.objects.filter(name="leaky").exists()
+
+
+def test_a_local_contender_named_after_another_model_is_refused_naming_what_it_serves(
+    bob: AdminPages,
+) -> None:
+    text = errors(add_contender(bob, name="gpt", engine="local", model="gpt-4o"))
+    assert f"The local engine serves {DEFAULT_MODEL} only, not 'gpt-4o'" in text
+    assert not Contender.objects.filter(name="gpt").exists()
+    response = add_contender(bob, name="smol", engine="local", model=DEFAULT_MODEL)
+    assert response.status_code == 302, errors(response)
 
 
 # --- LoRA contenders --------------------------------------------------------------------

@@ -84,3 +84,33 @@ async def test_two_generations_share_one_model_concurrently() -> None:
     )
     assert all(text.strip() for text, _ in results)
     assert engine.load() is loaded  # type: ignore[attr-defined]
+
+
+STORY = "Tell me a story about a cat."
+
+
+async def test_seeded_answers_repeat_even_with_another_generation_running_alongside() -> None:
+    engine = engine_get("local")
+    seeded = _request(STORY, max_tokens=10, temperature=1.0, seed=7)
+    first, _ = await _collect(engine, seeded)
+    # An unseeded sampled answer draws from the process's RNG meanwhile; with
+    # torch.manual_seed the two would share (and shift) one sequence.
+    again, _ = await asyncio.gather(
+        _collect(engine, seeded),
+        _collect(engine, _request("Write a poem.", max_tokens=10, temperature=1.0)),
+    )
+    assert again[0] == first
+    other, _ = await _collect(engine, _request(STORY, max_tokens=10, temperature=1.0, seed=8))
+    assert other != first  # the seed is what made them equal, not greedy decoding
+
+
+async def test_a_seeded_answer_leaves_the_process_random_state_untouched() -> None:
+    import torch
+
+    engine = engine_get("local")
+    before = torch.get_rng_state()
+    await asyncio.gather(
+        _collect(engine, _request(STORY, max_tokens=6, temperature=1.0, seed=7)),
+        _collect(engine, _request("Say hi.", max_tokens=6, temperature=0.8, seed=3)),
+    )
+    assert torch.equal(torch.get_rng_state(), before)

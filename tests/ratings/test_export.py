@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import gzip
 import io
 import json
@@ -19,9 +20,10 @@ from django.test import Client
 from arena import services
 from arena.models import ApiToken, Battle, Vote
 from arena.tokens import api_token_create
-from inference.models import Contender
-from ratings.exports import ExportFilter, preferences_export
+from inference.models import Contender, Engine
+from ratings.exports import ExportFilter, csv_cell, csv_row, preferences_export
 from ratings.preference import Options
+from ratings.services import leaderboard_compute
 
 pytestmark = pytest.mark.django_db
 
@@ -304,3 +306,22 @@ def test_the_admin_action_downloads_selected_votes(battles: object) -> None:
     assert response.status_code == 200
     lines = response.content.decode().splitlines()
     assert len(lines) == 2 and {json.loads(x)["model_a"] for x in lines} == {"alpha"}
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_quoted(db: None) -> None:
+    names = ['=HYPERLINK("http://x.example/","y")', "+1+1", "-2+3", "@SUM(A1)", "\tTab", "plain"]
+    contenders = [Contender.objects.create(name=n, engine=Engine.NONE) for n in names]
+    Vote.objects.bulk_create(
+        Vote(contender_a=a, contender_b=b, choice="a", anonymous=True)
+        for a in contenders
+        for b in contenders
+        if a != b
+    )
+    leaderboard_compute()
+    response = Client().get("/leaderboard/leaderboard.csv")
+    assert response.status_code == 200
+    written = {r["name"] for r in csv.DictReader(io.StringIO(response.content.decode()))}
+    assert written == {"plain"} | {"'" + n for n in names if n != "plain"}
+    assert csv_cell("\rCR") == "'\rCR"
+    assert csv_cell(-3.5) == -3.5  # numbers are numbers, not formulas
+    assert csv_row({"name": "=1", "votes": 3}) == {"name": "'=1", "votes": 3}

@@ -11,13 +11,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
 
 from arena.models import Answer, Battle, Vote
 from inference.models import Contender
 from ratings.models import VoteCategory
+from ratings.services import leaderboard_compute
 
 pytestmark = pytest.mark.django_db
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "arena_hp140k_votes.csv.gz"
+REAL = Path(__file__).resolve().parents[2] / "data" / "arena_hp140k_votes.csv.gz"
 
 
 def _import(*paths: Path, **kw: object) -> tuple[str, str]:
@@ -177,3 +180,109 @@ def test_the_real_140k_votes_import_with_their_categories() -> None:
     assert VoteCategory.objects.filter(name="math").count() == 10892
     again, _ = _import(REAL)
     assert "added 0, skipped 135624" in again
+
+
+def test_impossible_times_and_counts_are_bad_rows_and_the_rest_are_imported(
+    tmp_path: Path,
+) -> None:
+    good = {"model_a": "x", "model_b": "y", "winner": "model_a"}
+    style = {"sum_assistant_a_tokens": 10, "sum_assistant_b_tokens": 3}
+    rows = [
+        {**good, "id": "ok", "tstamp": 1700000000},
+        {**good, "id": "far", "tstamp": 1e20},
+        {**good, "id": "year99999", "tstamp": "99999-01-01T00:00:00"},
+        {**good, "id": "nan-time", "tstamp": float("nan")},
+        {**good, "id": "inf-turns", "turn": float("inf")},
+        {**good, "id": "nan-turns", "turn": float("nan")},
+        {**good, "id": "negative-turns", "turn": -2},
+        {**good, "id": "negative-tokens", "conv_metadata": {**style, "sum_assistant_a_tokens": -5}},
+        {**good, "id": "huge", "conv_metadata": {**style, "header_count_a": {"h1": 1e12}}},
+        {**good, "id": "nul", "model_b": "y\x00"},
+        {**good, "id": "multi", "turn": 3, "conv_metadata": style},
+    ]
+    path = tmp_path / "votes.jsonl"
+    path.write_text(
+        "\n".join(json.dumps(r) for r in rows) + "\n"
+    )  # NaN, Infinity: as Python writes
+    out, err = _import(path)
+    assert "added 2" in out and "9 bad rows" in out
+    assert "11 rows read" in err  # the progress line
+    for line, message in [
+        (2, "timestamp '1e+20' is not a date"),
+        (3, "timestamp '99999-01-01T00:00:00' is not a date"),
+        (4, "timestamp 'nan' is not a date"),
+        (5, "turn 'inf' is not a count"),
+        (6, "turn 'nan' is not a count"),
+        (7, "turn '-2' is not a count"),
+        (8, "sum_assistant_a_tokens '-5' is not a count"),
+        (9, "is not a count from 0 to 2147483647"),
+        (10, "model_b contains a NUL character"),
+    ]:
+        assert f"votes.jsonl:{line}: " in err and message in err, (line, message)
+    assert set(Vote.objects.values_list("external_id", flat=True)) == {"ok", "multi"}
+    assert Vote.objects.get(external_id="multi").style.tokens_a == 10
+
+
+def test_impossible_counts_in_a_csv_are_bad_rows_too(tmp_path: Path) -> None:
+    path = tmp_path / "votes.csv"
+    path.write_text(
+        "id,model_a,model_b,winner,turn,tstamp\n"
+        "1,m1,m2,model_a,1,1700000000\n"
+        "2,m1,m2,model_a,inf,1700000000\n"
+        "3,m1,m2,model_b,-1,1700000000\n"
+        "4,m1,m2,model_b,1,-1e300\n"
+        "5,m1,m2,tie,2,1700000000\n"
+    )
+    out, err = _import(path)
+    assert "added 2" in out and "3 bad rows" in out
+    assert "votes.csv:3: turn 'inf'" in err
+    assert "votes.csv:4: turn '-1'" in err
+    assert "votes.csv:5: timestamp '-1e300'" in err
+
+
+def test_a_row_the_database_refuses_costs_only_itself(tmp_path: Path) -> None:
+    # Two names that differ only past the 100 characters a contender name
+    # keeps: the same contender on both sides, which the database refuses.
+    long = "m" * 100
+    path = tmp_path / "votes.csv"
+    path.write_text(
+        f"id,model_a,model_b,winner\n1,m1,m2,model_a\n2,{long}x,{long}y,model_b\n3,m2,m3,tie\n"
+    )
+    out, err = _import(path)
+    assert "added 2" in out and "1 bad rows" in out
+    assert "votes.csv:3: not saved:" in err
+    # m3 was first made in the batch the database refused: the row made it again.
+    assert set(Vote.objects.values_list("contender_a__name", "contender_b__name")) == {
+        ("m1", "m2"),
+        ("m2", "m3"),
+    }
+    assert not Contender.objects.filter(name=long).exists()
+    again, _ = _import(path)
+    assert "added 0, skipped 2" in again
+
+
+def test_a_contender_name_with_a_slash_has_its_page_its_links_and_its_rows(
+    tmp_path: Path,
+) -> None:
+    names = ["meta-llama/Llama-3-8B", "mistralai/Mistral-7B-Instruct-v0.2", "plain"]
+    path = tmp_path / "votes.jsonl"
+    rows = [
+        {"id": str(i), "model_a": names[i % 3], "model_b": names[(i + 1) % 3], "winner": "model_a"}
+        for i in range(60)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    _import(path)
+    leaderboard_compute()
+    client = Client()
+    page = client.get("/leaderboard/")
+    assert page.status_code == 200
+    url = reverse("contender", args=[names[0]])
+    assert url == "/leaderboard/contender/meta-llama/Llama-3-8B/"
+    assert f'href="{url}?' in page.content.decode()
+    contender = client.get(url)
+    assert contender.status_code == 200
+    assert "mistralai/Mistral-7B-Instruct-v0.2" in contender.content.decode()
+    listed = {r["name"] for r in client.get("/leaderboard/leaderboard.json").json()["rows"]}
+    assert listed == set(names)
+    lines = client.get("/leaderboard/leaderboard.csv").content.decode().splitlines()
+    assert {line.split(",")[1] for line in lines[1:]} == set(names)

@@ -122,13 +122,15 @@
       a.status = e.stats.finish_reason === "stopped" ? "stopped" : "done";
       a.text = e.text;
       a.html = e.html;
-      a.stats = e.stats;
+      a.stats = e.stats; // tokens only: timings wait for the reveal
+      revealedStatsAsk();
     },
     "gen.error": function (e) {
       const a = answer(e.turn, e.side);
       if (!a || a.attempt !== e.attempt) return askResync();
       a.status = "error";
       a.error = { code: e.code, message: e.message };
+      revealedStatsAsk();
     },
     "vote.recorded": function (e) {
       setStatus("Vote recorded. Thank you!");
@@ -141,6 +143,11 @@
         const a = answer(s.turn, s.side);
         if (a) a.sources = s.sources;
       });
+      // The speeds come with the names: before the vote they would tell the models apart.
+      (e.stats || []).forEach(function (s) {
+        const a = answer(s.turn, s.side);
+        if (a) a.stats = s.stats;
+      });
     },
     "error": function (e) {
       setStatus(e.message + " (" + e.code + ")", true);
@@ -151,6 +158,15 @@
       }
     },
   };
+
+  // Named mode is revealed from the start, but gen.done carries no timings
+  // (the worker does not know the mode): once a turn is over, the saved
+  // state brings them.
+  function revealedStatsAsk() {
+    if (battle && battle.mode === "named" && lastAnswers().length === 2 && lastAnswers().every(finished)) {
+      askResync();
+    }
+  }
 
   function lastAnswers() {
     const last = turns[turns.length - 1];
@@ -241,9 +257,17 @@
     });
     const last = turns[turns.length - 1];
     const stats = document.getElementById("stats-" + side);
-    const s = last && last[side] && last[side].stats;
-    stats.textContent = s && s.tokens ? s.tokens + " tokens · " + (s.ttft_ms ? Math.round(s.ttft_ms) + " ms to first token · " : "") + (s.tokens_per_s ? s.tokens_per_s + " tok/s" : "") : "";
+    stats.textContent = statsText(last && last[side] && last[side].stats);
     log.scrollTop = log.scrollHeight;
+  }
+
+  // Tokens while anonymous; speed (tokens/s, time to first token) once revealed.
+  function statsText(s) {
+    if (!s || !s.tokens) return "";
+    const parts = [s.tokens + " tokens"];
+    if (s.ttft_ms != null) parts.push(Math.round(s.ttft_ms) + " ms to first token");
+    if (s.tokens_per_s != null) parts.push(s.tokens_per_s + " tok/s");
+    return parts.join(" · ");
   }
 
   function render() {

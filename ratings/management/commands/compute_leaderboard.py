@@ -10,7 +10,10 @@ from ratings.services import leaderboard_compute, snapshots_refresh
 
 
 class Command(BaseCommand):
-    help = "Recompute the leaderboard now and keep it as a snapshot."
+    help = (
+        "Recompute the leaderboard now and keep it as a snapshot. A run with --source or "
+        "--include-flagged is kept as a filtered snapshot: the pages never show it."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="Print the board as JSON.")
@@ -23,7 +26,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         if opts["all"]:
-            for snap in snapshots_refresh():
+            snapshots = snapshots_refresh()
+            if snapshots is None:
+                self.stderr.write("Another refresh is running: nothing done.")
+                return
+            for snap in snapshots:
                 self.stdout.write(f"{snap}: {len(snap.rows)} contenders, {snap.seconds:.3f} s")
             return
         vote_filter = VoteFilter(
@@ -36,6 +43,7 @@ class Command(BaseCommand):
             style_control=opts["style_control"],
             ci=opts["ci"],
             vote_filter=vote_filter,
+            trend=True,
         )
         if opts["json"]:
             self.stdout.write(json.dumps(snap.rows, indent=1))
