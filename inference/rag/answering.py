@@ -8,8 +8,14 @@ from typing import Any
 
 from arena.services import GenerationJob, answer_passages_save
 from inference.engines.base import Message
+from inference.models import Contender
 from inference.rag.prompting import messages_with_passages, query_from_messages
 from inference.rag.retrieval import passages_retrieve
+from inference.tokens import max_tokens_fit, prompt_counter
+
+# A RAG answer keeps room for at least this many tokens when its passages are
+# fitted to the context window.
+MIN_ANSWER_TOKENS = 16
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +41,43 @@ def messages_augment(
 
 def rag_job_prepare(job: GenerationJob) -> GenerationJob:
     """Retrieve passages for the conversation, save them and the messages that
-    carry them on the answer, and return the job with those messages."""
+    carry them on the answer, and return the job with those messages, fitted
+    to the contender's context window."""
     rag = job.rag
     if rag is None or not rag.retrieve:
         return job
+    original = job.request.messages
     passages, messages = messages_augment(
-        job.request.messages,
+        original,
         knowledge_base_id=rag.knowledge_base_id,
         knowledge_base=rag.knowledge_base,
         template=rag.template,
         k=rag.k,
     )
+    if job.contender_id is None:
+        answer_passages_save(answer_id=job.answer_id, passages=passages, messages=messages)
+        return replace(
+            job, request=replace(job.request, messages=messages), rag=replace(rag, retrieve=False)
+        )
+    contender = Contender.objects.get(pk=job.contender_id)
+    count = prompt_counter(contender)
+    window = contender.context_window
+    # The room kept for passages was an estimate made when the message was
+    # sent (three characters a token): passages that came out longer (CJK,
+    # code) give way from the least relevant, so no request overflows.
+    prompt_tokens = count(messages)
+    while passages and prompt_tokens + MIN_ANSWER_TOKENS > window:
+        passages = passages[:-1]
+        messages = messages_with_passages(
+            original, passages=passages, template=rag.template, knowledge_base=rag.knowledge_base
+        )
+        prompt_tokens = count(messages)
     answer_passages_save(answer_id=job.answer_id, passages=passages, messages=messages)
-    return replace(
-        job, request=replace(job.request, messages=messages), rag=replace(rag, retrieve=False)
+    max_tokens = max_tokens_fit(
+        context_window=window, prompt_tokens=prompt_tokens, max_tokens=job.request.max_tokens
     )
+    request = replace(job.request, messages=messages, max_tokens=max_tokens)
+    return replace(job, request=request, rag=replace(rag, retrieve=False))
 
 
 def rag_answer_review(*, answer_id: int, judge_engine: str | None) -> None:
