@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from django.conf import settings
 
-from inference.engines.base import Message
+from inference.engines.base import Message, special_tokens_defused
 from inference.engines.imports import LOCAL_ENGINE, ml_import
 from inference.engines.local import DEFAULT_MODEL, GGUF_FILE, gguf_package_dir
 from inference.models import Contender, Engine
@@ -100,11 +100,13 @@ class _ChatTokenizer:
             if key.endswith("_token") and isinstance(value, str | dict)
         }
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.specials = [t.content for t in self.tokenizer.get_added_tokens_decoder().values()]
         self.render: Callable[..., Any] = render_jinja_template
 
     def count(self, messages: Sequence[Message]) -> int:
+        defused = special_tokens_defused(messages, self.specials)  # as the engine does
         rendered, _ = self.render(
-            conversations=[[dict(m) for m in messages]],
+            conversations=[[dict(m) for m in defused]],
             chat_template=self.template,
             add_generation_prompt=True,
             **self.special,

@@ -6,7 +6,7 @@ an OpenAI-compatible HTTP engine sit beside each other behind it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
 
@@ -82,6 +82,30 @@ class TextCleaner:
         """What is still held when the stream ends: a lone surrogate, replaced."""
         held, self._held = self._held, ""
         return text_clean(held)
+
+
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def special_tokens_defused(messages: Sequence[Message], specials: Iterable[str]) -> list[Message]:
+    """The messages with every special-token string a visitor or a model wrote
+    (`<|im_start|>`, `<|endoftext|>`, ...) broken by a zero-width space after
+    its first character: a tokenizer reads such a string in the rendered
+    prompt as the control token itself, so a user message could otherwise
+    close its own turn and forge a system one. The system prompt is the
+    admin's and stays as written."""
+    tokens = sorted({t for t in specials if len(t) > 1}, key=len, reverse=True)
+    if not tokens:
+        return list(messages)
+    out: list[Message] = []
+    for message in messages:
+        content = message["content"]
+        if message["role"] != "system" and any(t in content for t in tokens):
+            for token in tokens:
+                content = content.replace(token, token[0] + ZERO_WIDTH_SPACE + token[1:])
+            message = {"role": message["role"], "content": content}
+        out.append(message)
+    return out
 
 
 class EngineError(Exception):

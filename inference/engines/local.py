@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from inference.adapters import AdapterInvalid, adapter_check, base_linear_modules
-from inference.engines.base import EngineError, GenerationRequest, StreamEnd, StreamEvent, TextDelta
+from inference.engines.base import (
+    EngineError,
+    GenerationRequest,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    special_tokens_defused,
+)
 from inference.engines.imports import LOCAL_ENGINE, ml_import
 
 log = logging.getLogger(__name__)
@@ -84,6 +91,8 @@ class _Loaded:
         self.model = model
         self.tokenizer = tokenizer
         self.path = path
+        # Strings the tokenizer reads as control tokens wherever they appear.
+        self.specials = [t.content for t in tokenizer.added_tokens_decoder.values()]
 
 
 BASE = "__base__"  # peft's name for "no adapter" in adapter_names
@@ -373,7 +382,10 @@ class _Generation:
         model = self.loaded.model
         req = self.request
         inputs = tokenizer.apply_chat_template(
-            req.messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            special_tokens_defused(req.messages, self.loaded.specials),
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
         )
         self.prompt_tokens = int(inputs["input_ids"].shape[1])
         stop = self.stop
