@@ -37,8 +37,9 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
-class ContentSecurityPolicyMiddleware:
-    """Sets the policy unless a view set its own (none does today)."""
+class _AroundView:
+    """A middleware that runs `before` on the request and `after` on the
+    response, for sync and async views alike."""
 
     sync_capable = True
     async_capable = True
@@ -50,42 +51,37 @@ class ContentSecurityPolicyMiddleware:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        self.before(request)
         if self.is_async:
             return self._acall(request)
-        return _with_policy(self.get_response(request))
+        return self.after(self.get_response(request))
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
-        return _with_policy(await self.get_response(request))
+        return self.after(await self.get_response(request))
+
+    def before(self, request: HttpRequest) -> None:
+        pass
+
+    def after(self, response: HttpResponseBase) -> HttpResponseBase:
+        return response
 
 
-def _with_policy(response: HttpResponseBase) -> HttpResponseBase:
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    return response
+class ContentSecurityPolicyMiddleware(_AroundView):
+    """Sets the policy unless a view set its own (none does today)."""
+
+    def after(self, response: HttpResponseBase) -> HttpResponseBase:
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        return response
 
 
-class ForwardedProtoMiddleware:
+class ForwardedProtoMiddleware(_AroundView):
     """X-Forwarded-Proto is believed only from a trusted proxy: from any other
     peer it is dropped before SecurityMiddleware reads it, so a client that
     reaches the server directly cannot pass plain HTTP off as HTTPS (Django's
     SECURE_PROXY_SSL_HEADER alone trusts whoever sends the header)."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Any) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+    def before(self, request: HttpRequest) -> None:
         _forwarded_proto_scrub(request)
-        if self.is_async:
-            return self._acall(request)
-        return self.get_response(request)
-
-    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
-        return await self.get_response(request)
 
 
 def _forwarded_proto_scrub(request: HttpRequest) -> None:

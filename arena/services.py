@@ -256,14 +256,7 @@ def turn_send(
     oldest exchange to fit its contender's context window.
     """
     text = text.strip()
-    if not text:
-        raise ArenaError("empty_prompt")
-    if len(text) > settings.ARENA_MAX_PROMPT_CHARS:
-        raise ArenaError(
-            "prompt_too_long",
-            f"The message is too long ({len(text)} characters; the limit is "
-            f"{settings.ARENA_MAX_PROMPT_CHARS}).",
-        )
+    _require_prompt_chars(text)
     with transaction.atomic():
         battle = _battle_lock(battle_id)
         _require_owner(battle, session_key)

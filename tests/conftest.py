@@ -205,15 +205,12 @@ DAPHNE_WS_LIMITS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def live_server_process(django_db_setup: None, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A real daphne server on the test database; its URL. Generation goes to
-    the Celery worker when Redis is configured, else to daphne's own threads."""
-    if settings.ARENA_TASKS == "celery":
-        request.getfixturevalue("celery_worker")
+def daphne_start(name: str, env: dict[str, str]) -> tuple[Process, str]:
+    """A daphne process on a free port, started as `make run` starts it (the
+    websocket frame limits), once it listens; the process and its URL."""
     port = free_port()
     server = Process(
-        "daphne",
+        name,
         [
             sys.executable,
             "-m",
@@ -225,8 +222,18 @@ def live_server_process(django_db_setup: None, request: pytest.FixtureRequest) -
             *DAPHNE_WS_LIMITS,
             "arena.asgi:application",
         ],
-        child_env(),
+        env,
     )
     server.wait_for_log("Listening on TCP address", timeout=120)
-    yield f"http://127.0.0.1:{port}"
+    return server, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def live_server_process(django_db_setup: None, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A real daphne server on the test database; its URL. Generation goes to
+    the Celery worker when Redis is configured, else to daphne's own threads."""
+    if settings.ARENA_TASKS == "celery":
+        request.getfixturevalue("celery_worker")
+    server, url = daphne_start("daphne", child_env())
+    yield url
     server.stop()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import http.client
 import json
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from arena.models import Answer, Battle, Turn, Visitor, Vote
 from inference.models import Contender, Endpoint, Engine
-from tests.conftest import ARTIFACTS, DAPHNE_WS_LIMITS, ON_SERVICES, Process, child_env, free_port
+from tests.conftest import ARTIFACTS, ON_SERVICES, Process, child_env, daphne_start
 from tests.inference.servers import VLLMStandIn
 
 pytestmark = [
@@ -60,24 +59,8 @@ def _figures_written() -> Iterator[None]:
 def server(django_db_setup: None, celery_worker: Process) -> Iterator[str]:
     """A daphne of its own, so the attacks' rate-limit counts touch no other
     test's server; its counters in Redis are cleared afterwards."""
-    port = free_port()
-    process = Process(
-        "hostile-daphne",
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            *DAPHNE_WS_LIMITS,
-            "arena.asgi:application",
-        ],
-        child_env(ARENA_ORPHAN_GRACE_SECONDS="5"),
-    )
-    process.wait_for_log("Listening on TCP address", timeout=120)
-    yield f"http://127.0.0.1:{port}"
+    process, url = daphne_start("hostile-daphne", child_env(ARENA_ORPHAN_GRACE_SECONDS="5"))
+    yield url
     process.stop()
     import redis
 

@@ -493,3 +493,5 @@ def test_a_local_contender_may_leave_the_model_empty_or_name_what_is_served() ->
     for name, model in (("plain", ""), ("named", DEFAULT_MODEL)):
         contender = Contender(name=name, engine=Engine.LOCAL, model=model)
         contender.full_clean()
+        contender.save()
+    assert sorted(Contender.objects.values_list("name", flat=True)) == ["named", "plain"]
