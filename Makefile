@@ -57,6 +57,8 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/import_cycles.py --strict-lazy
 
 test: $(VENV)/.dev chromium lint
 	@echo "== embedded default: SQLite, in-memory layer, generation threads =="

@@ -48,6 +48,8 @@ class FlaggedVoterFilter(admin.SimpleListFilter):
         return [("yes", "Yes"), ("no", "No")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Vote]) -> QuerySet[Vote]:
+        # debt (issue 15): arena imports no ratings; this filter and the
+        # export actions below belong in ratings' own admin of the votes.
         from ratings.models import FlaggedVoter
 
         # A visitor is flagged by its key; a whole network as "ip:<ip_key>".
@@ -102,6 +104,7 @@ class VoteAdmin(admin.ModelAdmin):
     actions = ["export_trl", "export_arena"]
 
     def _export(self, queryset: QuerySet[Vote], fmt: str) -> HttpResponse:
+        # debt (issue 15), as FlaggedVoterFilter above.
         from ratings.api import jsonl_lines
         from ratings.exports import ExportFilter
         from ratings.preference import Options

@@ -1,6 +1,4 @@
-import logging
 import os
-import threading
 
 from django.core.asgi import get_asgi_application
 
@@ -13,29 +11,8 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from arena.beat import beat_start  # noqa: E402
-from arena.gcpolicy import gc_settle  # noqa: E402
+from arena.processes import web_process_ready  # noqa: E402
 from arena.routing import websocket_urlpatterns  # noqa: E402
-from inference.engines import engine_preload  # noqa: E402
-
-if settings.ARENA_TASKS == "thread":
-    engine_preload()
-beat_start()  # the embedded default's CELERY_BEAT_SCHEDULE (no-op under Celery)
-
-
-def _warm_up() -> None:
-    """Load what the first vote would otherwise wait for (py3langid's model,
-    for the vote's language category), beside the server's start-up."""
-    from ratings.categories import language_warm
-
-    try:
-        language_warm()
-    except Exception:  # a slower first vote, not a server that will not start
-        logging.getLogger(__name__).exception("warm-up failed")
-    gc_settle()  # the model just loaded too
-
-
-threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
 
 application = ProtocolTypeRouter(
     {
@@ -49,4 +26,4 @@ application = ProtocolTypeRouter(
         ),
     }
 )
-gc_settle()
+web_process_ready()

@@ -16,11 +16,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from celery import current_app as app  # arena.celery's app: arena/__init__ made it
 from celery.schedules import BaseSchedule, maybe_schedule
 from django.conf import settings
 from django.db import close_old_connections, connection
-
-from arena.celery import app
 
 log = logging.getLogger(__name__)
 

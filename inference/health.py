@@ -19,7 +19,9 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from inference.adapters import AdapterInvalid, adapter_check
+from inference.engines import engine_get
 from inference.engines.base import EngineError, GenerationRequest, StreamEnd
+from inference.engines.local import DEFAULT_MODEL, gguf_package_dir
 from inference.engines.openai import (
     EndpointConfig,
     OpenAIEngine,
@@ -167,8 +169,6 @@ def contender_served_check(
 
 def local_check() -> HealthReport:
     """Local contenders: the model package is installed, adapters are valid."""
-    from inference.engines.local import DEFAULT_MODEL, gguf_package_dir
-
     report = HealthReport("local", True)
     contenders = list(Contender.objects.filter(engine=Engine.LOCAL))
     if not contenders:
@@ -192,9 +192,6 @@ def local_check() -> HealthReport:
 
 
 def local_adapter_check(path: str) -> tuple[bool, str]:
-    from inference.engines import engine_get
-    from inference.engines.local import DEFAULT_MODEL
-
     # The base's module list needs the converted model; before the first
     # conversion only the files are checked.
     modules = None

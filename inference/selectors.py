@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 
+from arena.models import Answer, Vote
 from inference.engines.base import GenerationRequest, Message
 from inference.engines.openai import EndpointConfig
 from inference.models import Contender, Endpoint, Engine, Health
@@ -45,8 +46,6 @@ def endpoint_config(endpoint: Endpoint) -> EndpointConfig:
 
 def engine_kinds(answer_ids: list[int]) -> dict[int, str]:
     """The engine of each answer's contender: which queue runs it."""
-    from arena.models import Answer
-
     return dict(Answer.objects.filter(id__in=answer_ids).values_list("id", "contender__engine"))
 
 
@@ -59,8 +58,6 @@ def pair_vote_records(*, max_age: float = 60.0) -> dict[tuple[int, int], tuple[i
     (votes, the lower id's score: a win 1, a tie or both-bad 0.5). One GROUP BY
     over the votes the leaderboard counts (Vote.objects.counting), kept for
     `max_age` seconds per process."""
-    from arena.models import Vote
-
     with _records_lock:
         cached = _records_cache.get("records")
         if cached is not None and time.monotonic() - cached[0] < max_age:

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from inference.adapters import AdapterInvalid, adapter_archive_extract, adapter_check
-from inference.engines import engine_for
+from inference.engines import engine_for, engine_get
 from inference.engines.base import (
     EngineError,
     Message,
@@ -29,6 +29,7 @@ from inference.engines.base import (
 )
 from inference.engines.openai import ServedModel, lora_load, models_list
 from inference.models import Contender, Endpoint, Engine, Health
+from inference.rag.answering import messages_augment
 from inference.selectors import contender_request, endpoint_config
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ class ContenderCheck:
 
 
 def local_base_modules() -> frozenset[str]:
-    from inference.engines import engine_get
-
     return engine_get("local").base_modules()  # type: ignore[attr-defined]
 
 
@@ -212,8 +211,6 @@ def contender_try(*, contender: Contender, prompt: str = TRY_PROMPT) -> TryResul
     passages: list[dict[str, Any]] = []
     kb = contender.knowledge_base
     if kb is not None:
-        from inference.rag.answering import messages_augment
-
         passages, messages = messages_augment(
             messages,
             knowledge_base_id=kb.pk,

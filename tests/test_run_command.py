@@ -24,7 +24,7 @@ from django.conf import settings
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from arena.management.commands.seed_demo import DEMO, RAG_DEMO
+from inference.management.commands.seed_demo import DEMO, RAG_DEMO
 from tests.conftest import Process, free_port
 
 pytestmark = pytest.mark.model

@@ -6,11 +6,15 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+from django.db import connection
+
 from arena.services import GenerationJob, answer_passages_save
 from inference.engines.base import Message
 from inference.models import Contender
+from inference.rag.embeddings import embed_query
 from inference.rag.prompting import messages_with_passages, query_from_messages
 from inference.rag.retrieval import passages_retrieve
+from inference.rag.scoring import answer_rag_score, judge_start
 from inference.tokens import max_tokens_fit, prompt_counter
 
 # A RAG answer keeps room for at least this many tokens when its passages are
@@ -82,9 +86,6 @@ def rag_job_prepare(job: GenerationJob) -> GenerationJob:
 
 def rag_answer_review(*, answer_id: int, judge_engine: str | None) -> None:
     """Score a finished RAG answer; hand it to the judge when there is one."""
-    from inference.dispatch import judge_start
-    from inference.rag.scoring import answer_rag_score
-
     score = answer_rag_score(answer_id=answer_id)
     if score is not None and judge_engine is not None:
         judge_start(answer_id=answer_id, engine=judge_engine)
@@ -94,11 +95,6 @@ def rag_preload() -> None:
     """Warm this process for RAG answers: the embedding model and the index of
     every knowledge base an enabled contender answers from (a first retrieval
     would otherwise pay both)."""
-    from django.db import connection
-
-    from inference.models import Contender
-    from inference.rag.embeddings import embed_query
-
     try:
         kb_ids = set(
             Contender.objects.filter(enabled=True, knowledge_base__isnull=False).values_list(

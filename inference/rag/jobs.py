@@ -15,11 +15,13 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from inference.models import IngestJob, IngestJobFile, KnowledgeBase
+from inference.queues import INGEST_TASK, work_start
 from inference.rag.ingest import IngestOutcome, IngestProgress, document_ingest
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,6 @@ def ingest_job_create(
     """A job that ingests `files` ((source, bytes), in order) into
     `knowledge_base`, queued once its rows are committed. `refused` are uploads
     that were not read (too large, wrong type): they are recorded as done."""
-    from inference.dispatch import ingest_start
-
     with transaction.atomic():
         job = IngestJob.objects.create(
             knowledge_base=knowledge_base,
@@ -190,8 +190,6 @@ def ingest_jobs_requeue() -> int:
     """Queue again the jobs still waiting: in the embedded default they were
     queued in the threads of a web process, lost when it restarted. Each runs
     once however often it is queued (ingest_job_run claims it)."""
-    from inference.dispatch import ingest_start
-
     job_ids = list(IngestJob.objects.filter(status=Status.QUEUED).values_list("id", flat=True))
     for job_id in job_ids:
         ingest_start(job_id=job_id)
@@ -202,3 +200,14 @@ def ingest_jobs_recent(*, knowledge_base: KnowledgeBase, limit: int = 10) -> Que
     return IngestJob.objects.filter(knowledge_base=knowledge_base).select_related("uploaded_by")[
         :limit
     ]
+
+
+def ingest_start(*, job_id: int) -> None:
+    """Queue an admin upload's ingestion (call after its job is committed) on
+    the local queue: it is CPU-bound, and those workers have the model loaded.
+    A broker that refuses it fails the job with a message saying so."""
+    try:
+        work_start(INGEST_TASK, ingest_job_run, queue=settings.ARENA_QUEUE_LOCAL, job_id=job_id)
+    except Exception:
+        log.exception("ingest job %s could not be queued", job_id)
+        ingest_job_fail(job_id=job_id, error=UNQUEUED_MESSAGE)

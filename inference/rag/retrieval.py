@@ -20,6 +20,7 @@ import numpy as np
 from scipy import sparse
 
 from inference.models import Chunk, KnowledgeBase
+from inference.rag.embeddings import embed_query
 
 Mode = Literal["hybrid", "dense", "lexical"]
 RRF_K = 60
@@ -208,8 +209,6 @@ def passages_retrieve(
     """The `k` passages (default: the knowledge base's top_k) that best answer
     `query`, best first; those below the cosine `threshold` (default: the
     knowledge base's score_threshold) left out."""
-    from inference.rag.embeddings import embed_query
-
     if not query.strip():
         return []
     return passages_retrieve_by_vector(

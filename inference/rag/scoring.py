@@ -14,6 +14,8 @@ from arena.models import Answer
 from inference.engines import engine_for
 from inference.engines.base import Message, TextDelta
 from inference.models import Contender, RagScore
+from inference.queues import JUDGE_TASK, queue_for, work_start
+from inference.rag.embeddings import embed_texts
 from inference.rag.prompting import passages_format, query_from_messages
 from inference.rag.triad import Triad, triad_score
 from inference.selectors import contender_request, endpoint_config
@@ -41,8 +43,6 @@ def _question_of(answer: Answer) -> str:
 
 
 def answer_triad(answer: Answer) -> Triad:
-    from inference.rag.embeddings import embed_texts
-
     passages = [str(p.get("text", "")) for p in answer.passages or []]
     return triad_score(
         question=_question_of(answer), passages=passages, answer=answer.text, embed=embed_texts
@@ -124,3 +124,9 @@ def answer_rag_judge(*, answer_id: int) -> RagScore | None:
         RagScore.objects.filter(pk=score.pk).update(**updates)
     score.refresh_from_db()
     return score
+
+
+def judge_start(*, answer_id: int, engine: str) -> None:
+    """Queue an LLM judge's grading of a RAG answer on the judge's engine queue
+    (from a worker or a generation thread: plain sync code)."""
+    work_start(JUDGE_TASK, answer_rag_judge, queue=queue_for(engine), answer_id=answer_id)

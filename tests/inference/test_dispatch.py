@@ -12,8 +12,9 @@ import kombu.exceptions
 import pytest
 
 from arena import services
+from arena.processes import worker_threads_start
 from inference.dispatch import NotQueued, generation_start
-from inference.tasks import _threads_start, generate_answer
+from inference.tasks import generate_answer
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +51,7 @@ def test_a_threads_pool_has_all_its_threads_before_the_first_task() -> None:
     executor = ThreadPoolExecutor(max_workers=12)
     try:
         before = threading.active_count()
-        _threads_start(executor, 12)
+        worker_threads_start(executor, 12)
         assert len(executor._threads) == 12
         assert threading.active_count() == before + 12
         # Tasks reuse them: no thread is started for these.

@@ -28,6 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-register", action="store_true")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        # Training imports torch, peft and TRL: loaded when the command runs,
+        # not when Django lists the management commands.
         from inference.engines.local import converted_model_dir
         from inference.services import contender_check, contender_save
         from inference.training import DpoSettings, dpo_train

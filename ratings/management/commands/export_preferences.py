@@ -97,6 +97,9 @@ class Command(BaseCommand):
 def _chat_template() -> Any:
     from transformers import AutoTokenizer
 
+    # debt (issue 15): the local model's folder should come from
+    # inference.models, not from the engine; lazy so an export without a
+    # chat template never touches the engine's module.
     from inference.engines.local import converted_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(converted_model_dir(settings.ARENA_MODEL_CACHE))

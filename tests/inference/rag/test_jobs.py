@@ -173,15 +173,13 @@ def test_waiting_jobs_are_queued_again_after_a_restart_and_only_they(
 ) -> None:
     # The embedded default queues jobs in the web process's threads: a restart
     # loses the queue, not the jobs, and start-up queues them again.
-    from inference import dispatch
-
     waiting = _job(handbook, ("leave.md", LEAVE))
     running = _job(handbook, ("tea.md", TEA))
     IngestJob.objects.filter(pk=running.pk).update(status=IngestJob.Status.RUNNING)
     done = _job(handbook, ("tea.md", TEA))
     ingest_job_run(job_id=done.pk)
     queued: list[int] = []
-    monkeypatch.setattr(dispatch, "ingest_start", lambda *, job_id: queued.append(job_id))
+    monkeypatch.setattr(jobs, "ingest_start", lambda *, job_id: queued.append(job_id))
     assert jobs.ingest_jobs_requeue() == 1
     assert queued == [waiting.pk]
     ingest_job_run(job_id=waiting.pk)

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from inference.models import Contender, Engine, KnowledgeBase
+from inference.rag.ingest import document_ingest, knowledge_base_get_or_create
 
 DEMO: list[dict[str, Any]] = [
     {
@@ -70,8 +71,6 @@ class Command(BaseCommand):
         self.stdout.write(f"{'added' if created else 'kept'} {spec['name']}")
 
     def _docs_kb(self) -> KnowledgeBase | None:
-        from inference.rag.ingest import document_ingest, knowledge_base_get_or_create
-
         paths = docs_paths()
         if not paths:
             self.stdout.write("no documentation found beside the project: no docs knowledge base")
