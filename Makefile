@@ -66,7 +66,7 @@ test: $(VENV)/.dev chromium lint
 		$(BIN)/pytest $(PYTEST_ARGS)
 	@echo "== real services: PostgreSQL, Redis channel layer, Celery worker, daphne =="
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) ARENA_DATA_DIR=$(CURDIR)/var/test-services ARENA_MODEL_CACHE=$(CURDIR)/var/models \
-		$(BIN)/pytest $(PYTEST_ARGS) tests/arena tests/inference tests/e2e tests/test_settings.py \
+		$(BIN)/pytest $(PYTEST_ARGS) tests/arena tests/inference tests/realtime tests/e2e tests/test_settings.py \
 		tests/ratings/test_leaderboard.py tests/ratings/test_import.py tests/ratings/test_refresh.py \
 		tests/ratings/test_export.py tests/ratings/test_rag_quality.py \
 		tests/ratings/test_dedup.py tests/ratings/test_admin.py tests/ratings/test_boards.py \

@@ -35,20 +35,20 @@ from arena.events import (
     ServerEvent,
     Stop,
     VoteCast,
-    battle_group,
     client_event_parse,
     error_event,
 )
-from arena.hub import BattleHub, battle_hub
 from arena.models import Answer, Battle
 from arena.moderation import prompt_moderate_bounded
-from arena.outbox import Outbox
 from arena.ratelimit import TokenBucket, client_ip, rate_check
 from arena.reaper import reaper_ensure
 from arena.selectors import battle_state, vote_reveal
 from arena.visitors import COOKIE, visitor_from_cookie, visitor_key
 from arena.watchers import Watchers, loop_watchers
 from inference.dispatch import NotQueued, generation_cancel, generation_start
+from realtime import battle_group
+from realtime.hub import BattleHub, battle_hub
+from realtime.outbox import Outbox
 
 log = logging.getLogger(__name__)
 # Redis (channel layer, broker, limits, cancel flags) or the database is down
@@ -113,7 +113,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         if hub is None:
             await super().__call__(scope, receive, send)
             return
-        # Battle events come through the hub (arena.hub): the socket needs no
+        # Battle events come through the hub (realtime.hub): the socket needs no
         # channel of its own in the layer (a subscription less per socket),
         # and Channels' dispatch loop waits on the client alone.
         self.scope = scope
@@ -300,7 +300,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         await (self._frame_send or self.base_send)({"type": "websocket.send", "text": text})
 
     def deliver(self, text: str) -> None:
-        """A battle event from the hub (arena.hub), already JSON."""
+        """A battle event from the hub (realtime.hub), already JSON."""
         if self.outbox is not None:
             self.outbox.push(text)
 

@@ -368,8 +368,3 @@ def error_event(err: ArenaError) -> ErrorEvent:
     if err.retry_after:
         event["retry_after"] = err.retry_after
     return event
-
-
-def battle_group(battle_id: object) -> str:
-    """The channel-layer group every socket watching a battle joins."""
-    return f"battle.{battle_id}".replace("-", "")

@@ -13,8 +13,9 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from arena.events import battle_group, gen_error_event
+from arena.events import gen_error_event
 from arena.services import answers_reap
+from realtime import battle_group
 
 log = logging.getLogger(__name__)
 _tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (

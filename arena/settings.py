@@ -251,10 +251,10 @@ ARENA_DELTA_INTERVAL = env_float("ARENA_DELTA_INTERVAL_MS", 40.0, minimum=1.0) /
 # round trip (0: none): a few ms of latency for fewer, larger writes.
 ARENA_PUBLISH_GATHER = env_float("ARENA_PUBLISH_GATHER_MS", 5.0, minimum=0.0) / 1000.0
 # How long a socket that takes batched frames (the page does) waits for more
-# events before writing them as one frame (0: none; arena.outbox).
+# events before writing them as one frame (0: none; realtime.outbox).
 ARENA_SOCKET_GATHER = env_float("ARENA_SOCKET_GATHER_MS", 15.0, minimum=0.0) / 1000.0
 # With the Redis pub/sub layer: battle events go from the web process's own
-# subscriber straight to the sockets (arena.hub) instead of Channels' groups.
+# subscriber straight to the sockets (realtime.hub) instead of Channels' groups.
 ARENA_BATTLE_HUB = env_bool("ARENA_BATTLE_HUB", True)
 # Once a web or worker process is ready, its start-up objects leave the
 # garbage collector's walks (arena.gcpolicy).
@@ -382,7 +382,7 @@ ARENA_SOCKET_FLOOD_EVENTS = env_int("ARENA_SOCKET_FLOOD_EVENTS", 300, minimum=1)
 ARENA_SOCKETS_PER_VISITOR = env_int("ARENA_SOCKETS_PER_VISITOR", 8, minimum=1)
 ARENA_SOCKETS_PER_BATTLE = env_int("ARENA_SOCKETS_PER_BATTLE", 4, minimum=1)
 # A socket whose reader falls this far behind has its waiting events dropped
-# and gets the battle's state instead (arena.outbox).
+# and gets the battle's state instead (realtime.outbox).
 ARENA_SOCKET_OUTBOX_EVENTS = env_int("ARENA_SOCKET_OUTBOX_EVENTS", 2000, minimum=1)
 ARENA_SOCKET_OUTBOX_BYTES = env_int("ARENA_SOCKET_OUTBOX_BYTES", 2_000_000, minimum=1)
 # Answers pending or streaming at once, across all battles, per visitor and

@@ -34,8 +34,8 @@ from inference.cancel import cancel_watch
 from inference.engines import engine_for
 from inference.engines.base import EngineError, StreamEnd, StreamEvent, TextCleaner, text_clean
 from inference.health import endpoint_unreachable
-from inference.publish import Publisher
 from inference.rag.answering import rag_answer_review, rag_job_prepare
+from realtime.publisher import Publisher
 
 log = logging.getLogger(__name__)
 PROGRESS_SAVE_SECONDS = 2.0

@@ -1,4 +1,4 @@
-"""The battle hub (arena.hub) on the real Redis: a web process's own
+"""The battle hub (realtime.hub) on the real Redis: a web process's own
 subscriber delivers a battle's events to the sockets watching it, in order;
 batched frames for clients that ask; subscriptions follow the sockets; a lost
 connection comes back and the sockets resync."""
@@ -15,9 +15,9 @@ import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from arena.events import battle_group
-from arena.hub import BattleHub, battle_hub
-from inference.publish import Publisher
+from realtime import battle_group
+from realtime.hub import BattleHub, battle_hub
+from realtime.publisher import Publisher
 from tests.arena.wsclient import Client
 from tests.conftest import ON_SERVICES
 
@@ -77,7 +77,7 @@ async def test_every_socket_on_a_battle_hears_its_events_in_order(
 
     publisher = Publisher(battle)
     for i in range(30):
-        await publisher.send(delta(i))  # type: ignore[arg-type]
+        await publisher.send(delta(i))
     for client in (first, second):
         events = flat(await frames(client, 30))
         assert [e["seq"] for e in events] == list(range(30))
@@ -95,7 +95,7 @@ async def test_a_batching_client_gets_waiting_events_as_one_array_frame(
     assert (await plain.next())["type"] == "battle.state"
 
     publisher = Publisher(battle)
-    await asyncio.gather(*(publisher.send(delta(i)) for i in range(10)))  # type: ignore[arg-type]
+    await asyncio.gather(*(publisher.send(delta(i)) for i in range(10)))
     got = await frames(batched, 10)
     assert [e["seq"] for e in flat(got)] == list(range(10))
     assert any(isinstance(f, list) and len(f) > 1 for f in got), got
@@ -139,6 +139,6 @@ async def test_a_lost_connection_comes_back_and_the_sockets_resync(
     assert resync[-1]["battle"]["id"] == battle
     assert channel in link.subscribed
     publisher = Publisher(battle)
-    await publisher.send(delta(0))  # type: ignore[arg-type]
+    await publisher.send(delta(0))
     assert (await client.next(timeout=10))["seq"] == 0
     await client.close()

@@ -27,9 +27,10 @@ from django.conf import settings
 
 from arena import moderation, services
 from arena.env import env_limits
-from arena.events import ArenaError, battle_group
+from arena.events import ArenaError
 from arena.models import Answer, Battle, Turn
 from inference.models import Contender, Endpoint, Engine
+from realtime import battle_group
 from tests.arena.wsclient import Client, Event
 from tests.conftest import Process
 from tests.inference.servers import VLLMStandIn, http_worker_start

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from arena.outbox import Outbox
+from realtime.outbox import Outbox
 
 
 class Socket:

@@ -2,14 +2,14 @@
 
 Every event of a battle (a worker's token deltas, another socket's state or
 reveal) is published on the battle group's Redis channel, in channels_redis's
-format (inference.publish). Channels' own way to deliver it costs, per event
+format (realtime.publisher). Channels' own way to deliver it costs, per event
 and per socket: a redis-py `get_message`, a queue per consumer, a new task
 and an `asyncio.wait` in the consumer's dispatch loop, and the session
 wrapper's `send`; about half of the web server's CPU under load
 (bench/load.py). The hub holds the process's battle subscriptions on one
 connection per Redis shard, parses every reply a read brought at once
 (hiredis), and hands each event's text to the sockets watching that battle
-(their `Outbox`, arena.outbox), in the order Redis delivered them.
+(their `Outbox`, realtime.outbox), in the order Redis delivered them.
 
 What channels_redis gave and the hub keeps: a subscription is confirmed by
 Redis before `join` returns (nothing published after it is missed); a lost
@@ -33,10 +33,12 @@ import logging
 import ssl
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,33 @@ class Address:
         if self.username:
             return command("AUTH", self.username, self.password)
         return command("AUTH", self.password)
+
+
+class PubSubLayer:
+    """channels_redis' pub/sub layer as far as realtime needs it: its shards'
+    addresses, which shard and Redis channel carry a group's messages, and
+    its message format. The one place that reads the layer's private API
+    (`_get_layer`, `_shards`, `_get_shard`, `_get_group_channel_name`,
+    `host`): tests/realtime/test_layer_api.py fails when a channels_redis
+    release changes it. Raises ValueError for a host that is not redis:// or
+    rediss:// (a unix socket, say): the layer's own groups serve those."""
+
+    def __init__(self, layer: Any) -> None:
+        if not isinstance(layer, RedisPubSubChannelLayer):
+            raise TypeError(f"not channels_redis' pub/sub layer: {type(layer).__name__}")
+        self.layer = layer
+        self._loop_layer = layer._get_layer()
+        self._shards = list(self._loop_layer._shards)
+        self.addresses = [Address(shard.host["address"]) for shard in self._shards]
+        self.serialize: Callable[[dict[str, Any]], bytes] = layer.serialize
+        self.deserialize: Callable[[bytes], Any] = layer.deserialize
+
+    def route(self, group: str) -> tuple[int, str]:
+        """The index of the shard (in `addresses`) and the Redis channel that
+        carry `group`'s messages, as the layer's own group_send sends them."""
+        loop_layer = self._loop_layer
+        channel: str = loop_layer._get_group_channel_name(group)
+        return self._shards.index(loop_layer._get_shard(channel)), channel
 
 
 class RespConnection(asyncio.Protocol):
@@ -335,18 +364,14 @@ class BattleHub:
 
     def __init__(self, layer: Any) -> None:
         self._layer = layer
-        self._loop_layer = layer._get_layer()
-        self._links = [
-            _Link(self, Address(shard.host["address"])) for shard in self._loop_layer._shards
-        ]
+        self._view = PubSubLayer(layer)
+        self._links = [_Link(self, address) for address in self._view.addresses]
         self._held: set[asyncio.Task[None]] = set()
         self.closed = False
 
     def _link(self, group: str) -> tuple[_Link, bytes]:
-        loop_layer = self._loop_layer
-        channel = loop_layer._get_group_channel_name(group)
-        shard = loop_layer._get_shard(channel)
-        return self._links[loop_layer._shards.index(shard)], channel.encode()
+        shard, channel = self._view.route(group)
+        return self._links[shard], channel.encode()
 
     async def join(self, group: str, sink: Sink) -> None:
         """`sink` hears the group's events from now on; raises HubUnavailable
@@ -360,7 +385,7 @@ class BattleHub:
 
     def decode(self, data: bytes) -> str | None:
         try:
-            message = self._layer.deserialize(data)
+            message = self._view.deserialize(data)
         except Exception as exc:
             log.warning("battle hub: undecodable message dropped: %r", exc)
             return None
@@ -388,7 +413,7 @@ _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BattleHub] = weakref
 def battle_hub(layer: Any) -> BattleHub | None:
     """The running loop's hub for `layer`, when it is channels_redis's pub/sub
     layer on redis:// or rediss:// hosts; else None (Channels' groups)."""
-    if type(layer).__name__ != "RedisPubSubChannelLayer" or not settings.ARENA_BATTLE_HUB:
+    if not isinstance(layer, RedisPubSubChannelLayer) or not settings.ARENA_BATTLE_HUB:
         return None
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)

@@ -1,4 +1,4 @@
-"""The one helper that sends worker -> browser events through the channel layer."""
+"""A generation's battle events, sent to every socket watching the battle."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import json
 import logging
 import time
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import hiredis
 import redis.exceptions
 from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
 
-from arena.events import ServerEvent, battle_group
-from arena.hub import Address, RespConnection, command
+from realtime import battle_group
+from realtime.hub import PubSubLayer, RespConnection, command
 
 log = logging.getLogger(__name__)
 # After a failed send, drop events for this long before trying the layer again:
@@ -42,7 +44,7 @@ class Publisher:
         self.dropped = 0
         self._paused_until = 0.0
 
-    async def send(self, event: ServerEvent) -> None:
+    async def send(self, event: Mapping[str, Any]) -> None:
         final = event["type"] in ("gen.done", "gen.error")  # always worth a try
         if not final and time.monotonic() < self._paused_until:
             self.dropped += 1
@@ -86,21 +88,18 @@ class PublishPipeline:
 
     def __init__(self, layer: Any) -> None:
         self._layer = layer
-        self._loop_layer = layer._get_layer()
-        self._links = {
-            shard: _PublishLink(Address(shard.host["address"]))
-            for shard in self._loop_layer._shards
-        }
-        self._waiting: dict[Any, list[tuple[str, bytes, asyncio.Future[None]]]] = {}
+        self._view = PubSubLayer(layer)
+        self._links = [_PublishLink(address) for address in self._view.addresses]
+        self._waiting: dict[int, list[tuple[str, bytes, asyncio.Future[None]]]] = {}
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def publish(self, group: str, message: dict[str, Any]) -> asyncio.Future[None]:
-        loop_layer = self._loop_layer
-        channel = loop_layer._get_group_channel_name(group)
+        view = self._view
+        shard, channel = view.route(group)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        sends = self._waiting.setdefault(loop_layer._get_shard(channel), [])
-        sends.append((channel, self._layer.serialize(message), done))
+        sends = self._waiting.setdefault(shard, [])
+        sends.append((channel, view.serialize(message), done))
         self._wake.set()
         return done
 
@@ -170,7 +169,7 @@ def _pipeline_for(layer: Any) -> PublishPipeline | None:
     """The running loop's pipeline for channels_redis's pub/sub layer on
     redis:// or rediss:// hosts; None for any other layer or host (a unix
     socket): the layer's own group_send then."""
-    if type(layer).__name__ != "RedisPubSubChannelLayer":
+    if not isinstance(layer, RedisPubSubChannelLayer):
         return None
     loop = asyncio.get_running_loop()
     pipeline = _pipelines.get(loop)
