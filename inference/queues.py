@@ -50,15 +50,14 @@ def pool_for(engine: str) -> ThreadPoolExecutor:
     return thread_pool("http" if engine in HTTP_ENGINES else "local")
 
 
-def work_start(task: str, run: Callable[..., object], *, queue: str, **kwargs: int) -> None:
-    """Queue `task` with `kwargs` on the Celery `queue`; in the embedded
-    default, `run(**kwargs)` in a thread of the local or HTTP pool (the HTTP
-    queue's pool for the HTTP queue), its connection closed after."""
+def work_start(task: str, run: Callable[..., object], *, engine: str, **kwargs: int) -> None:
+    """Queue `task` with `kwargs` on the queue of an engine kind; in the
+    embedded default, `run(**kwargs)` in that kind's thread pool, its
+    connection closed after."""
     if settings.ARENA_TASKS == "celery":
-        current_app.send_task(task, kwargs=kwargs, queue=queue)
+        current_app.send_task(task, kwargs=kwargs, queue=queue_for(engine))
         return
-    kind = "http" if queue == settings.ARENA_QUEUE_HTTP else "local"
-    thread_pool(kind).submit(_closing(run), **kwargs).add_done_callback(log_failure)
+    pool_for(engine).submit(_closing(run), **kwargs).add_done_callback(log_failure)
 
 
 def log_failure(future: Future[None]) -> None:

@@ -15,12 +15,11 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from inference.models import IngestJob, IngestJobFile, KnowledgeBase
+from inference.models import Engine, IngestJob, IngestJobFile, KnowledgeBase
 from inference.queues import INGEST_TASK, work_start
 from inference.rag.ingest import IngestOutcome, IngestProgress, document_ingest
 
@@ -207,7 +206,7 @@ def ingest_start(*, job_id: int) -> None:
     the local queue: it is CPU-bound, and those workers have the model loaded.
     A broker that refuses it fails the job with a message saying so."""
     try:
-        work_start(INGEST_TASK, ingest_job_run, queue=settings.ARENA_QUEUE_LOCAL, job_id=job_id)
+        work_start(INGEST_TASK, ingest_job_run, engine=Engine.LOCAL, job_id=job_id)
     except Exception:
         log.exception("ingest job %s could not be queued", job_id)
         ingest_job_fail(job_id=job_id, error=UNQUEUED_MESSAGE)

@@ -14,7 +14,7 @@ from arena.models import Answer
 from inference.engines import engine_for
 from inference.engines.base import Message, TextDelta
 from inference.models import Contender, RagScore
-from inference.queues import JUDGE_TASK, queue_for, work_start
+from inference.queues import JUDGE_TASK, work_start
 from inference.rag.embeddings import embed_texts
 from inference.rag.prompting import passages_format, query_from_messages
 from inference.rag.triad import Triad, triad_score
@@ -129,4 +129,4 @@ def answer_rag_judge(*, answer_id: int) -> RagScore | None:
 def judge_start(*, answer_id: int, engine: str) -> None:
     """Queue an LLM judge's grading of a RAG answer on the judge's engine queue
     (from a worker or a generation thread: plain sync code)."""
-    work_start(JUDGE_TASK, answer_rag_judge, queue=queue_for(engine), answer_id=answer_id)
+    work_start(JUDGE_TASK, answer_rag_judge, engine=engine, answer_id=answer_id)
