@@ -73,7 +73,7 @@ test: $(VENV)/.dev chromium lint
 		tests/ratings/test_outliers.py tests/ratings/test_hygiene.py tests/test_hostile.py tests/test_load.py
 
 bench: $(VENV)/.dev
-	$(BIN)/python bench/engine.py
-	$(BIN)/python bench/engines.py
+	$(BIN)/python bench/local_engine.py
+	$(BIN)/python bench/platform_overhead.py
 	$(BIN)/python bench/ratings.py --quick
 	$(BIN)/python bench/export.py

@@ -5,8 +5,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
@@ -38,33 +37,11 @@ class AnswerAdmin(admin.ModelAdmin):
     readonly_fields = ("messages", "params", "created_at", "started_at", "finished_at")
 
 
-class FlaggedVoterFilter(admin.SimpleListFilter):
-    """Votes of visitors the outlier test flagged (ratings.FlaggedVoter)."""
-
-    title = "voter flagged as an outlier"
-    parameter_name = "flagged_voter"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("yes", "Yes"), ("no", "No")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Vote]) -> QuerySet[Vote]:
-        # debt (issue 15): arena imports no ratings; this filter and the
-        # export actions below belong in ratings' own admin of the votes.
-        from ratings.models import FlaggedVoter
-
-        # A visitor is flagged by its key; a whole network as "ip:<ip_key>".
-        keys = list(FlaggedVoter.objects.values_list("session_key", flat=True))
-        ips = [k.removeprefix("ip:") for k in keys if k.startswith("ip:")]
-        flagged = Q(session_key__in=keys) | Q(ip_key__in=ips)
-        if self.value() == "yes":
-            return queryset.filter(flagged)
-        if self.value() == "no":
-            return queryset.exclude(flagged)
-        return queryset
-
-
 @admin.register(Vote)
 class VoteAdmin(admin.ModelAdmin):
+    """The votes. Ratings adds what is its own to this page (the outlier
+    filter, the preference exports: ratings.admin), as arena imports no ratings."""
+
     list_display = (
         "id",
         "choice",
@@ -84,7 +61,6 @@ class VoteAdmin(admin.ModelAdmin):
         "source",
         "identity_leak",
         "over_cap",
-        FlaggedVoterFilter,
     )
     search_fields = ("session_key", "leak_evidence", "external_id")
     readonly_fields = ("session_key", "ip_key", "leak_evidence")
@@ -100,32 +76,6 @@ class VoteAdmin(admin.ModelAdmin):
             + urlencode({"session_key": obj.session_key})
         )
         return format_html('<a href="{}">{}…</a>', url, obj.session_key[:8])
-
-    actions = ["export_trl", "export_arena"]
-
-    def _export(self, queryset: QuerySet[Vote], fmt: str) -> HttpResponse:
-        # debt (issue 15), as FlaggedVoterFilter above.
-        from ratings.api import jsonl_lines
-        from ratings.exports import ExportFilter
-        from ratings.preference import Options
-
-        ids = tuple(queryset.values_list("id", flat=True))
-        lines = jsonl_lines(
-            fmt,
-            ExportFilter(vote_ids=ids, include_named=True, include_flagged=True),
-            Options(include_ties=True, include_both_bad=True),
-        )
-        response = HttpResponse("".join(lines), content_type="application/x-ndjson")
-        response["Content-Disposition"] = f'attachment; filename="arena-{fmt}.jsonl"'
-        return response
-
-    @admin.action(description="Download selected votes as TRL preference pairs (JSONL)")
-    def export_trl(self, request: HttpRequest, queryset: QuerySet[Vote]) -> HttpResponse:
-        return self._export(queryset, "trl")
-
-    @admin.action(description="Download selected votes in LMArena's format (JSONL)")
-    def export_arena(self, request: HttpRequest, queryset: QuerySet[Vote]) -> HttpResponse:
-        return self._export(queryset, "arena")
 
 
 @admin.register(ApiToken)

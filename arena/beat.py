@@ -14,12 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from celery import current_app as app  # arena.celery's app: arena/__init__ made it
 from celery.schedules import BaseSchedule, maybe_schedule
 from django.conf import settings
 from django.db import close_old_connections, connection
+
+from arena.concurrency import daemon
 
 log = logging.getLogger(__name__)
 
@@ -112,4 +115,4 @@ def beat_start() -> None:
     _started.set()
     # Tasks are found when first needed (Celery's lazy autodiscovery): now.
     app.loader.import_default_modules()
-    threading.Thread(target=_loop, args=(Beat(),), name="beat", daemon=True).start()
+    daemon("beat", partial(_loop, Beat()))

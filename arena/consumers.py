@@ -49,6 +49,7 @@ from inference.dispatch import NotQueued, generation_cancel, generation_start
 from realtime import battle_group
 from realtime.hub import BattleHub, battle_hub
 from realtime.outbox import Outbox
+from realtime.publisher import publish
 
 log = logging.getLogger(__name__)
 # Redis (channel layer, broker, limits, cancel flags) or the database is down
@@ -128,7 +129,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         self.outbox = Outbox(
             self._write,
             batch=query.get("batch") == ["1"],
-            gather=settings.ARENA_SOCKET_GATHER,
+            gather=settings.ARENA_SOCKET_GATHER_MS / 1000,
             max_events=settings.ARENA_SOCKET_OUTBOX_EVENTS,
             max_bytes=settings.ARENA_SOCKET_OUTBOX_BYTES,
             on_overflow=self.resync,
@@ -184,9 +185,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(_unavailable())
         except Exception:
             log.exception("websocket event failed")
-            await self.send_json(
-                {"type": "error", "code": "internal", "message": "Something went wrong; try again."}
-            )
+            await self.send_json(error_event(ArenaError("internal")))
 
     async def _limit(self, event: ClientEvent) -> None:
         action = RATE_ACTIONS.get(type(event))
@@ -334,8 +333,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         # every socket (bench/load.py). Relay events straight to the outbox.
         kind = message.get("type")
         if kind == "battle.event":
-            text = message.get("text")  # a worker's event, already encoded
-            self.deliver(text if text is not None else json.dumps(message["event"]))
+            self.deliver(message["text"])  # already encoded (realtime.publisher)
             return
         if kind == "websocket.receive":
             # Every frame takes a token first, whatever it holds (bad JSON and
@@ -369,10 +367,6 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
         retry = bucket.retry_after()
         message = f"Too many messages; try again in {retry} s."
         await self.send_json(error_event(ArenaError("rate_limited", message, retry_after=retry)))
-
-    async def battle_event(self, message: dict[str, Any]) -> None:
-        """A server event published to this battle's group (by a worker or a peer)."""
-        await self.dispatch(message)
 
     def _current(self) -> uuid.UUID:
         if self.battle_id is None:
@@ -416,9 +410,7 @@ class BattleConsumer(AsyncJsonWebsocketConsumer):
 
     async def _broadcast(self, event: ServerEvent) -> None:
         try:
-            await self.channel_layer.group_send(
-                battle_group(self._current()), {"type": "battle.event", "text": json.dumps(event)}
-            )
+            await publish(self._current(), event)
         except LAYER_ERRORS as exc:
             # The channel layer is down: this visitor still hears what was
             # saved (a vote is acknowledged); other tabs resync later.

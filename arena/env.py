@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -73,6 +74,22 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_retired(renamed: Mapping[str, str], fixed: Mapping[str, str]) -> None:
+    """Stop start-up if a variable that is no longer read is set: a renamed one
+    (`renamed`: old name -> new name) or a tuning knob that became a fixed
+    setting (`fixed`: old name -> the setting). Otherwise a deployment that set
+    it would run a default without a word."""
+    for old, new in renamed.items():
+        if old in os.environ:
+            raise ImproperlyConfigured(f"{old} was renamed: set {new} instead")
+    for old, setting in fixed.items():
+        if old in os.environ:
+            raise ImproperlyConfigured(
+                f"{old} is no longer read from the environment: unset it "
+                f"({setting} is a fixed setting; a settings module may override it)"
+            )
 
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

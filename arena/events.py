@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, cast
 
@@ -41,6 +42,7 @@ ERROR_CODES = {
     "too_many_sockets": "Too many open windows; close one and reload.",
     "moderated": "This message was refused by the moderation policy.",
     "unavailable": "The service is briefly unavailable; try again in a few seconds.",
+    "internal": "Something went wrong; try again.",
 }
 
 
@@ -158,6 +160,35 @@ def _has_bad_chars(text: str) -> bool:
     return False
 
 
+def _battle_start(data: dict[str, Any]) -> BattleStart:
+    mode = _field(data, "mode", str, required=False) or "anonymous"
+    if mode not in ("anonymous", "named"):
+        raise ArenaError("bad_field", "Field 'mode' must be 'anonymous' or 'named'.")
+    a = _field(data, "contender_a", str, required=mode == "named")
+    b = _field(data, "contender_b", str, required=mode == "named")
+    return BattleStart(
+        mode="named" if mode == "named" else "anonymous", contender_a=a, contender_b=b
+    )
+
+
+def _vote(data: dict[str, Any]) -> VoteCast:
+    choice = _field(data, "choice", str)
+    if choice not in VOTE_CHOICES:
+        raise ArenaError("invalid_choice")
+    return VoteCast(choice=cast(VoteChoice, choice))
+
+
+# One parser per client event type: the README's client table lists these keys.
+CLIENT_PARSERS: dict[str, Callable[[dict[str, Any]], ClientEvent]] = {
+    "battle.start": _battle_start,
+    "battle.resume": lambda data: BattleResume(battle=_field(data, "battle", str)),
+    "message.send": lambda data: MessageSend(text=_field(data, "text", str)),
+    "vote": _vote,
+    "regenerate": lambda data: Regenerate(),
+    "stop": lambda data: Stop(),
+}
+
+
 def client_event_parse(raw: str | None) -> ClientEvent:
     if raw is None:
         raise ArenaError("bad_json", "Binary frames are not accepted.")
@@ -170,29 +201,10 @@ def client_event_parse(raw: str | None) -> ClientEvent:
     if not isinstance(data, dict):
         raise ArenaError("bad_json")
     kind = data.get("type")
-    if kind == "battle.start":
-        mode = _field(data, "mode", str, required=False) or "anonymous"
-        if mode not in ("anonymous", "named"):
-            raise ArenaError("bad_field", "Field 'mode' must be 'anonymous' or 'named'.")
-        a = _field(data, "contender_a", str, required=mode == "named")
-        b = _field(data, "contender_b", str, required=mode == "named")
-        return BattleStart(
-            mode="named" if mode == "named" else "anonymous", contender_a=a, contender_b=b
-        )
-    if kind == "battle.resume":
-        return BattleResume(battle=_field(data, "battle", str))
-    if kind == "message.send":
-        return MessageSend(text=_field(data, "text", str))
-    if kind == "vote":
-        choice = _field(data, "choice", str)
-        if choice not in VOTE_CHOICES:
-            raise ArenaError("invalid_choice")
-        return VoteCast(choice=cast(VoteChoice, choice))
-    if kind == "regenerate":
-        return Regenerate()
-    if kind == "stop":
-        return Stop()
-    raise ArenaError("unknown_type", f"Unknown event type {str(kind)[:40]!r}.")
+    parse = CLIENT_PARSERS.get(kind) if isinstance(kind, str) else None
+    if parse is None:
+        raise ArenaError("unknown_type", f"Unknown event type {str(kind)[:40]!r}.")
+    return parse(data)
 
 
 # --- server -> client -----------------------------------------------------
@@ -351,6 +363,42 @@ def answer_error_info(code: str) -> ErrorInfo:
     return {"code": code, "message": answer_error_message(code)}
 
 
+def battle_state_event(*, battle: BattleInfo, turns: list[TurnState]) -> BattleStateEvent:
+    return {"type": "battle.state", "battle": battle, "turns": turns}
+
+
+def gen_start_event(*, side: str, turn: int, attempt: int) -> GenStartEvent:
+    return {"type": "gen.start", "side": side, "turn": turn, "attempt": attempt}
+
+
+def gen_delta_event(
+    *, side: str, turn: int, attempt: int, seq: int, offset: int, text: str
+) -> GenDeltaEvent:
+    return {
+        "type": "gen.delta",
+        "side": side,
+        "turn": turn,
+        "attempt": attempt,
+        "seq": seq,
+        "offset": offset,
+        "text": text,
+    }
+
+
+def gen_done_event(
+    *, side: str, turn: int, attempt: int, text: str, html: str, stats: PublicStats
+) -> GenDoneEvent:
+    return {
+        "type": "gen.done",
+        "side": side,
+        "turn": turn,
+        "attempt": attempt,
+        "text": text,
+        "html": html,
+        "stats": stats,
+    }
+
+
 def gen_error_event(*, side: str, turn: int, attempt: int, code: str) -> GenErrorEvent:
     """A failed answer as the visitor sees it: the code and its fixed message."""
     return {
@@ -360,6 +408,22 @@ def gen_error_event(*, side: str, turn: int, attempt: int, code: str) -> GenErro
         "attempt": attempt,
         "code": code,
         "message": answer_error_message(code),
+    }
+
+
+def vote_recorded_event(
+    *,
+    choice: str,
+    models: dict[str, str],
+    sources: list[TurnSources],
+    stats: list[TurnStats],
+) -> VoteRecordedEvent:
+    return {
+        "type": "vote.recorded",
+        "choice": choice,
+        "models": models,
+        "sources": sources,
+        "stats": stats,
     }
 
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def gc_settle() -> None:
     """Collect what start-up left behind, then freeze the rest: call once a
     process has loaded what it will keep (again after a later load).
-    ARENA_GC_FREEZE=0 leaves the collector as Python sets it up."""
+    ARENA_GC_FREEZE = False leaves the collector as Python sets it up."""
     from django.conf import settings
 
     if not settings.ARENA_GC_FREEZE:

@@ -113,7 +113,7 @@ def _remote(text: str) -> Decision:
             settings.ARENA_MODERATION_URL,
             json={"input": text, "model": settings.ARENA_MODERATION_MODEL},
             headers=headers,
-            timeout=settings.ARENA_MODERATION_TIMEOUT,
+            timeout=settings.ARENA_MODERATION_TIMEOUT_SECONDS,
         )
         response.raise_for_status()
         results = response.json()["results"]

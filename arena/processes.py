@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 
 from arena.beat import beat_start
+from arena.concurrency import daemon
 from arena.gcpolicy import gc_settle
 from inference.engines import engine_get
 from inference.engines.base import EngineError
@@ -48,11 +48,11 @@ def web_process_ready() -> None:
         return
     if settings.ARENA_TASKS == "thread":
         health_monitor_start()
-        _daemon("ingest-requeue", _ingest_requeue)
+        daemon("ingest-requeue", _ingest_requeue)
         if settings.ARENA_PRELOAD:
-            _daemon("engine-preload", _serving_preload)
+            daemon("engine-preload", _serving_preload)
     beat_start()  # the embedded default's CELERY_BEAT_SCHEDULE (no-op under Celery)
-    _daemon("warm-up", _vote_warm_up)
+    daemon("warm-up", _vote_warm_up)
     gc_settle()
 
 
@@ -64,7 +64,7 @@ def worker_process_ready(*, consumes: frozenset[str] | None) -> None:
     if settings.ARENA_PRELOAD:
         local = consumes is None or settings.ARENA_QUEUE_LOCAL in consumes
         # An HTTP-engine worker loads no model, but it retrieves for RAG answers.
-        _daemon("engine-preload", _serving_preload if local else rag_preload)
+        daemon("engine-preload", _serving_preload if local else rag_preload)
     gc_settle()
 
 
@@ -87,21 +87,6 @@ def _first(kind: str) -> bool:
             return False
         _started.add(kind)
         return True
-
-
-def _daemon(name: str, run: Callable[[], None]) -> None:
-    """`run` in a daemon thread that closes its database connection after."""
-
-    def body() -> None:
-        close_old_connections()
-        try:
-            run()
-        except Exception:  # tables not migrated yet, a database hiccup: a slower first use
-            log.exception("%s failed", name)
-        finally:
-            connection.close()
-
-    threading.Thread(target=body, name=name, daemon=True).start()
 
 
 def _ingest_requeue() -> None:

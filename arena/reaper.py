@@ -10,12 +10,11 @@ import logging
 import weakref
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from arena.events import gen_error_event
 from arena.services import answers_reap
-from realtime import battle_group
+from realtime.publisher import publish
 
 log = logging.getLogger(__name__)
 _tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
@@ -36,7 +35,6 @@ async def reap_once() -> int:
     reaped = await database_sync_to_async(answers_reap)(
         stale_after=settings.ARENA_STALE_SECONDS, pending_after=settings.ARENA_PENDING_SECONDS
     )
-    layer = get_channel_layer()
     for r in reaped:
         log.warning(
             "answer %s#%s of battle %s failed: %s: %s",
@@ -47,16 +45,13 @@ async def reap_once() -> int:
             r.message,
         )
         event = gen_error_event(side=r.side, turn=r.turn, attempt=r.attempt, code=r.code)
-        if layer is not None:
-            await layer.group_send(
-                battle_group(r.battle_id), {"type": "battle.event", "event": event}
-            )
+        await publish(r.battle_id, event)
     return len(reaped)
 
 
 async def _reap_forever() -> None:
     while True:
-        await asyncio.sleep(settings.ARENA_REAP_INTERVAL)
+        await asyncio.sleep(settings.ARENA_REAP_INTERVAL_SECONDS)
         try:
             await reap_once()
         except Exception:  # a database hiccup must not end the loop

@@ -18,7 +18,9 @@ from arena.events import (
     TurnStats,
     VoteRecordedEvent,
     answer_error_info,
+    battle_state_event,
     public_stats,
+    vote_recorded_event,
 )
 from arena.markdown import render_markdown
 from arena.models import Answer, Battle, Side, Turn
@@ -116,9 +118,8 @@ def battle_state_of(
     finished = bool(last_current) and all(a.is_finished for a in last_current)
     failed = any(a.status == Answer.Status.ERROR for a in last_current)
     vote = getattr(battle, "vote", None) if not is_open else None
-    return {
-        "type": "battle.state",
-        "battle": {
+    return battle_state_event(
+        battle={
             "id": str(battle.id),
             "mode": battle.mode,
             "status": battle.status,
@@ -130,8 +131,8 @@ def battle_state_of(
             "models": battle_models(battle) if revealed else None,
             "vote": vote.choice if vote else None,
         },
-        "turns": states,
-    }
+        turns=states,
+    )
 
 
 def vote_reveal(*, battle_id: uuid.UUID | str) -> VoteRecordedEvent:
@@ -148,10 +149,6 @@ def vote_reveal(*, battle_id: uuid.UUID | str) -> VoteRecordedEvent:
         passages = answer_sources(answer)
         if passages is not None:
             sources.append({"turn": answer.turn.index, "side": answer.side, "sources": passages})
-    return {
-        "type": "vote.recorded",
-        "choice": battle.vote.choice,
-        "models": battle_models(battle),
-        "sources": sources,
-        "stats": stats,
-    }
+    return vote_recorded_event(
+        choice=battle.vote.choice, models=battle_models(battle), sources=sources, stats=stats
+    )

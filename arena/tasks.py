@@ -1,4 +1,4 @@
-"""Thin tasks of the battle domain."""
+"""arena's scheduled task: forgetting visitors and expired sessions, hourly."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def visitor_cookie_ensure(request: HttpRequest, response: HttpResponse) -> None:
         max_age=settings.ARENA_VISITOR_SECONDS,
         httponly=True,
         samesite="Lax",
-        secure=settings.PRODUCTION,
+        secure=settings.ARENA_PRODUCTION,
     )
 
 

@@ -22,7 +22,6 @@ import asyncio
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -33,6 +32,8 @@ import redis.exceptions
 from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from arena.concurrency import per_loop
 
 log = logging.getLogger(__name__)
 RENEW_SECONDS = 10.0
@@ -211,16 +212,8 @@ def _logged(call: Callable[..., None], *args: object) -> None:
         log.warning("battle watchers: Redis call failed: %r", exc)
 
 
-_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchers] = (
-    weakref.WeakKeyDictionary()
-)
-
-
+@per_loop
 def loop_watchers(on_orphan: OrphanHandler) -> Watchers:
     """The running loop's watchers; `on_orphan(battle)` stops a battle's
     answers once nobody has watched it for the grace period."""
-    loop = asyncio.get_running_loop()
-    found = _watchers.get(loop)
-    if found is None:
-        found = _watchers[loop] = Watchers(on_orphan)
-    return found
+    return Watchers(on_orphan)

@@ -74,8 +74,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from arena.events import MAX_FRAME_CHARS  # noqa: E402
-from arena.workers import worker_argv  # noqa: E402
 from bench.tokenserver import MODEL, percentile, run, tokens_parse  # noqa: E402
+from tests.workers import worker_argv  # noqa: E402
 
 PROMPT = "Say something for the load benchmark."
 CHOICES = ("a", "b", "tie", "both_bad")
@@ -310,16 +310,26 @@ class Stack:
             ARENA_DATA_DIR=str(self.data_dir),
             ARENA_RATE_LIMITS="",
             ARENA_ANSWERS_IN_FLIGHT_PER_IP="0",
-            ARENA_DELTA_INTERVAL_MS=f"{self.config.delta_ms:g}",
-            ARENA_BATTLE_HUB="1" if self.config.hub else "0",
-            ARENA_GC_FREEZE="1" if self.config.gc_freeze else "0",
             ARENA_PRELOAD="0",
             ARENA_LOG_LEVEL="WARNING",
-            DJANGO_SETTINGS_MODULE="arena.settings",
+            DJANGO_SETTINGS_MODULE=self._settings_module(),
+            PYTHONPATH=os.pathsep.join([str(self.data_dir), str(ROOT)]),
             PYTHONUNBUFFERED="1",
         )
         env.setdefault("ARENA_MODEL_CACHE", str(ROOT / "var" / "models"))
         return env
+
+    def _settings_module(self) -> str:
+        """The servers' settings module: the project's, with this run's knobs
+        on top (they are fixed settings, not environment variables)."""
+        module = self.data_dir / "load_settings.py"
+        module.write_text(
+            "from arena.settings import *  # noqa: F403\n"
+            f"ARENA_DELTA_INTERVAL_MS = {self.config.delta_ms!r}\n"
+            f"ARENA_BATTLE_HUB = {self.config.hub!r}\n"
+            f"ARENA_GC_FREEZE = {self.config.gc_freeze!r}\n"
+        )
+        return module.stem
 
     def _spawn(self, name: str, argv: list[str], pass_fds: tuple[int, ...] = ()) -> Child:
         child = Child(name, argv, self._env(), self.config.log_dir, pass_fds)
@@ -751,33 +761,54 @@ async def _battle_read(ws: Any, battle: Battle, tally: Tally) -> None:
             battle.failure = f"vote refused: {battle.refused}"
             return
         elif kind in ("gen.delta", "gen.done", "gen.error"):
-            side = event["side"]
-            answer = battle.answers[side]
-            if kind == "gen.delta":
-                if int(event["offset"]) > len(answer.text) and not battle.resync_asked:
-                    battle.resync_asked = True
-                    battle.resyncs += 1
-                    tally.resyncs += 1
-                    await ws.send(json.dumps({"type": "battle.resume", "battle": battle.id}))
-                _delta_apply(answer, event, now)
-                tally.tokens += event["text"].count("⟩")
-            else:
-                done_frames.add(side)
-                if kind == "gen.done":
-                    answer.final = event["text"]
-                else:
-                    answer.error = str(event.get("code"))
-                if side not in finished:
-                    finished.add(side)
-                    tally.answers_done += 1
-        if battle.stage == "generating" and len(finished) == 2:
-            errors = [f"{s}:{a.error}" for s, a in battle.answers.items() if a.error]
-            if errors:
-                battle.failure = "gen.error " + ",".join(errors)
-                return
-            battle.stage = "voting"
-            battle.vote = CHOICES[battle.index % len(CHOICES)]
-            await ws.send(json.dumps({"type": "vote", "choice": battle.vote}))
+            await _gen_apply(ws, battle, event, tally, finished, done_frames, now)
+        if battle.stage == "generating" and len(finished) == 2 and not await _vote_send(ws, battle):
+            return
+
+
+async def _gen_apply(
+    ws: Any,
+    battle: Battle,
+    event: dict[str, Any],
+    tally: Tally,
+    finished: set[str],
+    done_frames: set[str],
+    now: float,
+) -> None:
+    """One gen.* frame: a delta past the text shown asks for the saved state
+    (once until it comes); a gen.done or gen.error finishes its side."""
+    side = event["side"]
+    answer = battle.answers[side]
+    if event["type"] == "gen.delta":
+        if int(event["offset"]) > len(answer.text) and not battle.resync_asked:
+            battle.resync_asked = True
+            battle.resyncs += 1
+            tally.resyncs += 1
+            await ws.send(json.dumps({"type": "battle.resume", "battle": battle.id}))
+        _delta_apply(answer, event, now)
+        tally.tokens += event["text"].count("⟩")
+        return
+    done_frames.add(side)
+    if event["type"] == "gen.done":
+        answer.final = event["text"]
+    else:
+        answer.error = str(event.get("code"))
+    if side not in finished:
+        finished.add(side)
+        tally.answers_done += 1
+
+
+async def _vote_send(ws: Any, battle: Battle) -> bool:
+    """Both answers finished: vote, unless one failed, which fails the battle
+    (False)."""
+    errors = [f"{s}:{a.error}" for s, a in battle.answers.items() if a.error]
+    if errors:
+        battle.failure = "gen.error " + ",".join(errors)
+        return False
+    battle.stage = "voting"
+    battle.vote = CHOICES[battle.index % len(CHOICES)]
+    await ws.send(json.dumps({"type": "vote", "choice": battle.vote}))
+    return True
 
 
 def _state_apply(battle: Battle, event: dict[str, Any], finished: set[str], tally: Tally) -> None:
@@ -1186,7 +1217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-gc-freeze",
         action="store_true",
-        help="servers without gc.freeze after start-up (ARENA_GC_FREEZE=0)",
+        help="servers without gc.freeze after start-up (ARENA_GC_FREEZE = False)",
     )
     args = parser.parse_args(argv)
     if min(args.battles, args.workers, args.web_workers, args.tokens) < 1 or args.rate <= 0:

@@ -63,13 +63,7 @@ def adapter_config_problems(
     peft_type = config.get("peft_type", "LORA")
     if str(peft_type).upper() != "LORA":
         problems.append(f"It is a {peft_type} adapter; only LoRA adapters are served.")
-    rank = config.get("r")
-    if "r" in config and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
-        problems.append(f"r must be a positive whole number, got {rank!r}.")
-    elif isinstance(rank, int) and rank > max_rank:
-        problems.append(
-            f"Its rank r={rank} is above the maximum LoRA rank {max_rank} (vLLM's --max-lora-rank)."
-        )
+    problems += _rank_problems(config, max_rank)
     alpha = config.get("lora_alpha")
     if "lora_alpha" in config and (not isinstance(alpha, int | float) or isinstance(alpha, bool)):
         problems.append(f"lora_alpha must be a number, got {alpha!r}.")
@@ -82,19 +76,35 @@ def adapter_config_problems(
         problems.append("It uses DoRA (use_dora), which vLLM does not serve.")
     if config.get("bias", "none") not in ("none", None):
         problems.append(f"It trains biases (bias={config['bias']!r}); only bias='none' is served.")
-    targets = config.get("target_modules")
     if "target_modules" in config:
-        if not targets or not isinstance(targets, str | list):
-            problems.append("target_modules is empty.")
-        elif base_modules is not None:
-            unsupported = _unsupported_targets(targets, base_modules)
-            if unsupported:
-                leaves = sorted({m.rsplit(".", 1)[-1] for m in base_modules})
-                problems.append(
-                    f"It targets modules the base model does not have: {_names(unsupported)} "
-                    f"(the base has {_names(leaves)})."
-                )
+        problems += _target_problems(config["target_modules"], base_modules)
     return problems
+
+
+def _rank_problems(config: dict[str, Any], max_rank: int) -> list[str]:
+    rank = config.get("r")
+    if "r" in config and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
+        return [f"r must be a positive whole number, got {rank!r}."]
+    if isinstance(rank, int) and rank > max_rank:
+        return [
+            f"Its rank r={rank} is above the maximum LoRA rank {max_rank} (vLLM's --max-lora-rank)."
+        ]
+    return []
+
+
+def _target_problems(targets: object, base_modules: Collection[str] | None) -> list[str]:
+    if not targets or not isinstance(targets, str | list):
+        return ["target_modules is empty."]
+    if base_modules is None:
+        return []
+    unsupported = _unsupported_targets(targets, base_modules)
+    if not unsupported:
+        return []
+    leaves = sorted({m.rsplit(".", 1)[-1] for m in base_modules})
+    return [
+        f"It targets modules the base model does not have: {_names(unsupported)} "
+        f"(the base has {_names(leaves)})."
+    ]
 
 
 def _names(items: Iterable[str] | str) -> str:

@@ -15,6 +15,8 @@ from typing import Protocol
 
 from django.conf import settings
 
+from arena.concurrency import daemon
+
 log = logging.getLogger(__name__)
 KEY_TTL_SECONDS = 600
 
@@ -101,8 +103,7 @@ class CancelWatch:
             if on_stop is not None:
                 self._callbacks[answer_id] = on_stop
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="cancel-watch", daemon=True)
-                self._thread.start()
+                self._thread = daemon("cancel-watch", self._run)
 
     def unwatch(self, answer_id: int) -> None:
         with self._lock:
@@ -138,7 +139,7 @@ class CancelWatch:
 
 @cache
 def cancel_watch() -> CancelWatch:
-    return CancelWatch(cancel_flags(), settings.ARENA_DELTA_INTERVAL)
+    return CancelWatch(cancel_flags(), settings.ARENA_DELTA_INTERVAL_MS / 1000)
 
 
 @cache

@@ -15,25 +15,27 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
-from arena.events import GenDeltaEvent, gen_error_event, public_stats
+from arena.events import (
+    gen_delta_event,
+    gen_done_event,
+    gen_error_event,
+    gen_start_event,
+    public_stats,
+)
 from arena.markdown import render_markdown
 from arena.models import Answer
-from arena.services import (
-    AnswerOutcome,
-    GenerationJob,
-    answer_claim,
-    answer_complete,
-    answers_progress,
-)
+from arena.services import AnswerOutcome, answer_complete, answers_progress
 from inference.cancel import cancel_watch
 from inference.engines import engine_for
 from inference.engines.base import EngineError, StreamEnd, StreamEvent, TextCleaner, text_clean
 from inference.health import endpoint_unreachable
+from inference.jobs import GenerationJob, answer_claim
 from inference.rag.answering import rag_answer_review, rag_job_prepare
 from realtime.publisher import Publisher
 
@@ -285,15 +287,14 @@ class _Relay:
         if not self.pending:
             return
         job = self.job
-        delta: GenDeltaEvent = {
-            "type": "gen.delta",
-            "side": job.side,
-            "turn": job.turn,
-            "attempt": job.attempt,
-            "seq": self.seq,
-            "offset": len(self.text) - len(self.pending),
-            "text": self.pending,
-        }
+        delta = gen_delta_event(
+            side=job.side,
+            turn=job.turn,
+            attempt=job.attempt,
+            seq=self.seq,
+            offset=len(self.text) - len(self.pending),
+            text=self.pending,
+        )
         self.seq += 1
         self.pending = ""
         async with self._sending:
@@ -305,13 +306,93 @@ def _cancel(task: asyncio.Task[Any] | None) -> None:
         task.cancel()
 
 
+@dataclass(frozen=True)
+class StreamResult:
+    """What one answer's stream came to, in plain values (times in seconds)."""
+
+    text: str
+    tokens_seen: int  # as counted from the deltas, for a stream without its end
+    ttft: float | None
+    duration: float
+    end: StreamEnd | None = None
+    error: EngineError | None = None
+    stopped: bool = False  # by the visitor (or nobody watching), not by the time limit
+
+
+def stream_outcome(result: StreamResult) -> AnswerOutcome:
+    """The answer to save for a stream's result: status, finish reason,
+    tokens and timings (in ms)."""
+    ttft_ms = result.ttft * 1000 if result.ttft is not None else None
+    error, end = result.error, result.end
+    if error is not None:
+        return AnswerOutcome(
+            status=Answer.Status.ERROR,
+            text=result.text,
+            finish_reason="error",
+            tokens=result.tokens_seen,
+            ttft_ms=ttft_ms,
+            duration_ms=result.duration * 1000,
+            error_code=error.code,
+            # A server's error body may carry what the database refuses too.
+            error_message=text_clean(error.message),
+        )
+    if result.stopped:
+        finish_reason = "stopped"
+    else:
+        finish_reason = text_clean(end.finish_reason) if end else "stop"
+    return AnswerOutcome(
+        status=Answer.Status.STOPPED if result.stopped else Answer.Status.DONE,
+        text=result.text,
+        finish_reason=finish_reason,
+        prompt_tokens=end.prompt_tokens if end else None,
+        tokens=end.completion_tokens if end else result.tokens_seen,
+        ttft_ms=ttft_ms,
+        duration_ms=result.duration * 1000,
+    )
+
+
 async def _generate(job: GenerationJob, publisher: Publisher) -> None:
-    side, turn, attempt = job.side, job.turn, job.attempt
-    await publisher.send({"type": "gen.start", "side": side, "turn": turn, "attempt": attempt})
+    await publisher.send(gen_start_event(side=job.side, turn=job.turn, attempt=job.attempt))
+    job, result = await _stream(job, publisher)
+    error = result.error
+    if error is not None:
+        # The detail names the contender's setup: the log and the admin see
+        # it, the visitor gets the code's fixed message.
+        log.warning("answer %s failed: %s: %s", job.answer_id, error.code, error.message)
+    outcome = stream_outcome(result)
+    saved = await _db_retried(answer_complete, answer_id=job.answer_id, outcome=outcome)
+    if error is not None and error.code == "engine_unreachable" and job.endpoint_id is not None:
+        # Out of pair sampling at once; the health check brings it back.
+        await _db(endpoint_unreachable, endpoint_id=job.endpoint_id, message=error.message)
+    if saved is None:
+        log.warning("answer %s was finished elsewhere; dropping this outcome", job.answer_id)
+        return
+    await _announce(job, publisher, saved=saved, outcome=outcome)
+
+
+async def _prepare(
+    job: GenerationJob,
+) -> tuple[GenerationJob, AsyncIterator[StreamEvent] | None, EngineError | None]:
+    """The job with its retrieved passages (RAG contenders), and its engine's
+    stream; or the error that keeps it from streaming."""
+    try:
+        job = await _db(rag_job_prepare, job=job)
+        return job, engine_for(job.engine, job.endpoint).stream(job.request), None
+    except EngineError as exc:
+        return job, None, exc
+    except Exception as exc:
+        log.exception("retrieval for answer %s failed", job.answer_id)
+        error = EngineError("retrieval_failed", f"Retrieval from the knowledge base failed: {exc}")
+        return job, None, error
+
+
+async def _stream(job: GenerationJob, publisher: Publisher) -> tuple[GenerationJob, StreamResult]:
+    """Prepares the job and relays its stream, within the time limit and
+    until a stop; returns the job as prepared and what the stream came to."""
     loop = asyncio.get_running_loop()
-    relay = _Relay(job, publisher, settings.ARENA_DELTA_INTERVAL)
+    relay = _Relay(job, publisher, settings.ARENA_DELTA_INTERVAL_MS / 1000)
     started = loop.time()
-    deadline = started + settings.ARENA_GENERATION_TIMEOUT
+    deadline = started + settings.ARENA_GENERATION_TIMEOUT_SECONDS
     end: StreamEnd | None = None
     error: EngineError | None = None
     stopped = False
@@ -329,35 +410,13 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
     book = _progress_book()
     book.track(job.answer_id, relay)
     try:
-        try:
-            job = await _db(rag_job_prepare, job=job)
-            relay.job = job
-            stream = engine_for(job.engine, job.endpoint).stream(job.request)
-        except EngineError as exc:
-            error = exc
-        except Exception as exc:
-            log.exception("retrieval for answer %s failed", job.answer_id)
-            error = EngineError(
-                "retrieval_failed", f"Retrieval from the knowledge base failed: {exc}"
-            )
+        job, stream, error = await _prepare(job)
+        relay.job = job
         if stream is not None:
             reading = asyncio.ensure_future(relay.read(stream))
             if watch.requested(job.answer_id):  # asked while retrieving
                 reading.cancel()
-            # The time limit (the heartbeat is the book's). A stop cancels `reading`.
-            await asyncio.wait({reading}, timeout=max(deadline - loop.time(), 0.0))
-            if not reading.done():
-                error = EngineError("timeout", "The model took too long to answer.")
-                _cancel(reading)
-            await asyncio.wait({reading})
-            if reading.cancelled():
-                stopped = error is None
-            elif isinstance(reading.exception(), EngineError):
-                error = reading.exception()  # type: ignore[assignment]
-            elif reading.exception() is not None:
-                raise reading.exception()  # type: ignore[misc]
-            else:
-                end = reading.result()
+            end, error, stopped = await _read_within(reading, deadline)
     finally:
         book.untrack(job.answer_id)
         watch.unwatch(job.answer_id)
@@ -366,63 +425,65 @@ async def _generate(job: GenerationJob, publisher: Publisher) -> None:
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
     await relay.flush()
-    text, tokens_seen = relay.text, relay.tokens
     ttft = relay.first_at - started if relay.first_at is not None else None
-    duration = loop.time() - started
+    result = StreamResult(
+        text=relay.text,
+        tokens_seen=relay.tokens,
+        ttft=ttft,
+        duration=loop.time() - started,
+        end=end,
+        error=error,
+        stopped=stopped,
+    )
+    return job, result
 
-    if error is not None:
-        # The detail names the contender's setup: the log and the admin see
-        # it, the visitor gets the code's fixed message.
-        log.warning("answer %s failed: %s: %s", job.answer_id, error.code, error.message)
-        outcome = AnswerOutcome(
-            status=Answer.Status.ERROR,
-            text=text,
-            finish_reason="error",
-            tokens=tokens_seen,
-            ttft_ms=ttft * 1000 if ttft is not None else None,
-            duration_ms=duration * 1000,
-            error_code=error.code,
-            # A server's error body may carry what the database refuses too.
-            error_message=text_clean(error.message),
-        )
-    else:
-        outcome = AnswerOutcome(
-            status=Answer.Status.STOPPED if stopped else Answer.Status.DONE,
-            text=text,
-            finish_reason="stopped"
-            if stopped
-            else (text_clean(end.finish_reason) if end else "stop"),
-            prompt_tokens=end.prompt_tokens if end else None,
-            tokens=end.completion_tokens if end else tokens_seen,
-            ttft_ms=ttft * 1000 if ttft is not None else None,
-            duration_ms=duration * 1000,
-        )
-    saved = await _db_retried(answer_complete, answer_id=job.answer_id, outcome=outcome)
-    if error is not None and error.code == "engine_unreachable" and job.endpoint_id is not None:
-        # Out of pair sampling at once; the health check brings it back.
-        await _db(endpoint_unreachable, endpoint_id=job.endpoint_id, message=error.message)
-    if saved is None:
-        log.warning("answer %s was finished elsewhere; dropping this outcome", job.answer_id)
-        return
+
+async def _read_within(
+    reading: asyncio.Task[StreamEnd], deadline: float
+) -> tuple[StreamEnd | None, EngineError | None, bool]:
+    """Waits for the relay's reading to end by `deadline` (a stop cancels
+    `reading`; the heartbeat is the book's): its end, its error, and whether
+    it was stopped. An error that is no EngineError is raised."""
+    loop = asyncio.get_running_loop()
+    error: EngineError | None = None
+    await asyncio.wait({reading}, timeout=max(deadline - loop.time(), 0.0))
+    if not reading.done():
+        error = EngineError("timeout", "The model took too long to answer.")
+        _cancel(reading)
+    await asyncio.wait({reading})
+    if reading.cancelled():
+        return None, error, error is None
+    failure = reading.exception()
+    if isinstance(failure, EngineError):
+        return None, failure, False
+    if failure is not None:
+        raise failure
+    return reading.result(), error, False
+
+
+async def _announce(
+    job: GenerationJob, publisher: Publisher, *, saved: AnswerOutcome, outcome: AnswerOutcome
+) -> None:
+    """Tells the page how the saved answer ended, then scores a RAG answer."""
     if saved.status == Answer.Status.ERROR:
         # `saved`, not `outcome`: an outcome the database refused was saved as a failure.
+        code = saved.error_code
         await publisher.send(
-            gen_error_event(side=side, turn=turn, attempt=attempt, code=saved.error_code)
+            gen_error_event(side=job.side, turn=job.turn, attempt=job.attempt, code=code)
         )
         return
     # Timings and prompt tokens fingerprint a contender: they wait for the
     # reveal (vote.recorded, and the battle.state after it).
     stats = public_stats(tokens=outcome.tokens, finish_reason=outcome.finish_reason)
     await publisher.send(
-        {
-            "type": "gen.done",
-            "side": side,
-            "turn": turn,
-            "attempt": attempt,
-            "text": text,
-            "html": render_markdown(text),
-            "stats": stats,
-        }
+        gen_done_event(
+            side=job.side,
+            turn=job.turn,
+            attempt=job.attempt,
+            text=outcome.text,
+            html=render_markdown(outcome.text),
+            stats=stats,
+        )
     )
     if job.rag is not None and outcome.status != Answer.Status.ERROR:
         # After gen.done: the visitor never waits for the scores.

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
+from arena.concurrency import daemon
 from inference.adapters import AdapterInvalid, adapter_check
 from inference.engines import engine_get
 from inference.engines.base import EngineError, GenerationRequest, StreamEnd
@@ -228,17 +229,18 @@ def health_monitor_start() -> None:
         return
     _monitor_started.set()
 
-    def loop() -> None:
-        time.sleep(MONITOR_FIRST_CHECK_SECONDS)
-        while True:
-            if settings.ARENA_HEALTH_MONITOR:
-                close_old_connections()
-                try:
-                    health_check_all()
-                except Exception:  # tables not migrated yet, a database hiccup: next time
-                    log.exception("health check failed")
-                finally:
-                    connection.close()
-            time.sleep(settings.ARENA_HEALTH_SECONDS)
+    daemon("health-monitor", _monitor_loop)
 
-    threading.Thread(target=loop, name="health-monitor", daemon=True).start()
+
+def _monitor_loop() -> None:
+    time.sleep(MONITOR_FIRST_CHECK_SECONDS)
+    while True:
+        if settings.ARENA_HEALTH_MONITOR:
+            close_old_connections()
+            try:
+                health_check_all()
+            except Exception:  # tables not migrated yet, a database hiccup: next time
+                log.exception("health check failed")
+            finally:
+                connection.close()  # nothing held open between checks
+        time.sleep(settings.ARENA_HEALTH_SECONDS)

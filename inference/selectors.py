@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -14,7 +15,7 @@ from arena.models import Answer, Vote
 from inference.engines.base import GenerationRequest, Message
 from inference.engines.openai import EndpointConfig
 from inference.models import Contender, Endpoint, Engine, Health
-from inference.tokens import PromptCounter as PromptCounter  # for arena: no inference.engines
+from inference.prompts import messages_build
 from inference.tokens import max_tokens_fit, passages_reserve, prompt_counter
 
 
@@ -115,3 +116,33 @@ def contender_request(
         extra={k: float(v) for k, v in rest.items()},
         adapter_path=contender.adapter_path if endpoint is None else "",
     )
+
+
+@dataclass(frozen=True)
+class PromptFit:
+    messages: list[Message] | None  # None: the new message does not fit, even alone
+    # When it does not: the most tokens a new message alone could take.
+    room_tokens: int = 0
+
+
+def contender_messages(
+    contender: Contender, *, exchanges: list[tuple[str, str]], text: str, max_tokens: int
+) -> PromptFit:
+    """What `contender` is sent for `text` after the side's `exchanges`: as
+    much history as fits its context window in tokens, counted as its engine
+    will (exactly for the local engine, a bound from UTF-8 bytes otherwise),
+    with room for `max_tokens` of answer and for a RAG contender's passages."""
+    count = prompt_counter(contender)
+    budget = contender.context_window - max_tokens - passages_reserve(contender)
+    messages = messages_build(
+        system_prompt=contender.system_prompt,
+        exchanges=exchanges,
+        user_text=text,
+        budget_tokens=budget,
+        count=count,
+    )
+    if messages is not None:
+        return PromptFit(messages)
+    head: list[Message] = [{"role": "system", "content": contender.system_prompt}]
+    empty: list[Message] = [{"role": "user", "content": ""}]
+    return PromptFit(None, budget - count((head if contender.system_prompt else []) + empty))

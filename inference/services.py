@@ -27,7 +27,7 @@ from inference.engines.base import (
     StreamEnd,
     TextDelta,
 )
-from inference.engines.openai import ServedModel, lora_load, models_list
+from inference.engines.openai import EndpointConfig, ServedModel, lora_load, models_list
 from inference.models import Contender, Endpoint, Engine, Health
 from inference.rag.answering import messages_augment
 from inference.selectors import contender_request, endpoint_config
@@ -82,18 +82,41 @@ def contender_check(contender: Contender) -> ContenderCheck:
 
 def _server_check(contender: Contender, endpoint: Endpoint, check: ContenderCheck) -> None:
     lora = contender.kind == Contender.Kind.LORA
-    if lora and contender.adapter_path and Path(contender.adapter_path).is_dir():
-        try:
-            adapter_check(
-                contender.adapter_path, max_rank=endpoint.max_lora_rank, base_modules=None
-            )
-        except AdapterInvalid as exc:
-            for reason in exc.reasons:
-                check.add("adapter_path", reason)
-            return
+    if lora and not _adapter_files_valid(contender, endpoint, check):
+        return
     config = endpoint_config(endpoint)
+    served = _served_models(config, endpoint, check)
+    if served is None:
+        return
+    if lora:
+        _adapter_served_check(contender, endpoint, config, served, check)
+    elif contender.model not in served:
+        listed = ", ".join(sorted(served)[:20]) or "nothing"
+        check.add(
+            "model",
+            f"Endpoint {endpoint.name} does not serve {contender.model!r}; it serves: {listed}.",
+        )
+
+
+def _adapter_files_valid(contender: Contender, endpoint: Endpoint, check: ContenderCheck) -> bool:
+    """An adapter folder on this machine is checked before the server is asked."""
+    if not contender.adapter_path or not Path(contender.adapter_path).is_dir():
+        return True
     try:
-        served = {m.id: m for m in models_list(config)}
+        adapter_check(contender.adapter_path, max_rank=endpoint.max_lora_rank, base_modules=None)
+    except AdapterInvalid as exc:
+        for reason in exc.reasons:
+            check.add("adapter_path", reason)
+        return False
+    return True
+
+
+def _served_models(
+    config: EndpointConfig, endpoint: Endpoint, check: ContenderCheck
+) -> dict[str, ServedModel] | None:
+    """The endpoint's models by id; None (and a warning) when it did not list them."""
+    try:
+        return {m.id: m for m in models_list(config)}
     except EngineError as exc:
         if exc.code in ("engine_unreachable", "timeout"):
             check.warnings.append(
@@ -104,16 +127,18 @@ def _server_check(contender: Contender, endpoint: Endpoint, check: ContenderChec
             check.warnings.append(
                 f"Endpoint {endpoint.name} did not list its models: {exc.message}"
             )
-        return
-    if not lora:
-        if contender.model not in served:
-            listed = ", ".join(sorted(served)[:20]) or "nothing"
-            check.add(
-                "model",
-                f"Endpoint {endpoint.name} does not serve {contender.model!r}; "
-                f"it serves: {listed}.",
-            )
-        return
+        return None
+
+
+def _adapter_served_check(
+    contender: Contender,
+    endpoint: Endpoint,
+    config: EndpointConfig,
+    served: dict[str, ServedModel],
+    check: ContenderCheck,
+) -> None:
+    """A LoRA contender: its base is served, and its adapter is (on that base)
+    or can be loaded now."""
     if contender.model and contender.model not in served:
         check.add("model", f"Endpoint {endpoint.name} does not serve the base {contender.model!r}.")
         return
@@ -140,6 +165,10 @@ def _server_check(contender: Contender, endpoint: Endpoint, check: ContenderChec
             "endpoints load adapters at run time.",
         )
         return
+    _adapter_load(config, contender, check)
+
+
+def _adapter_load(config: EndpointConfig, contender: Contender, check: ContenderCheck) -> None:
     try:
         lora_load(config, name=contender.adapter_name, path=contender.adapter_path)
     except EngineError as exc:

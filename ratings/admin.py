@@ -1,11 +1,17 @@
 import json
 
 from django.contrib import admin
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from arena.models import Vote
+from ratings.api import jsonl_lines
+from ratings.exports import ExportFilter
 from ratings.models import FlaggedVoter, Snapshot
+from ratings.preference import Options
 from ratings.services import IP_FLAG_PREFIX
 
 
@@ -67,3 +73,61 @@ class FlaggedVoterAdmin(admin.ModelAdmin):
         )
         url = reverse("admin:arena_vote_changelist") + "?" + urlencode(query)
         return format_html('<a href="{}">their {} votes</a>', url, obj.votes)
+
+
+# --- ratings' part of arena's page of votes ------------------------------------------
+
+
+class FlaggedVoterFilter(admin.SimpleListFilter):
+    """Votes of visitors the outlier test flagged (FlaggedVoter)."""
+
+    title = "voter flagged as an outlier"
+    parameter_name = "flagged_voter"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Vote]) -> QuerySet[Vote]:
+        # A visitor is flagged by its key; a whole network as "ip:<ip_key>".
+        keys = list(FlaggedVoter.objects.values_list("session_key", flat=True))
+        ips = [k.removeprefix(IP_FLAG_PREFIX) for k in keys if k.startswith(IP_FLAG_PREFIX)]
+        flagged = Q(session_key__in=keys) | Q(ip_key__in=ips)
+        if self.value() == "yes":
+            return queryset.filter(flagged)
+        if self.value() == "no":
+            return queryset.exclude(flagged)
+        return queryset
+
+
+def _export(queryset: QuerySet[Vote], fmt: str) -> HttpResponse:
+    ids = tuple(queryset.values_list("id", flat=True))
+    lines = jsonl_lines(
+        fmt,
+        ExportFilter(vote_ids=ids, include_named=True, include_flagged=True),
+        Options(include_ties=True, include_both_bad=True),
+    )
+    response = HttpResponse("".join(lines), content_type="application/x-ndjson")
+    response["Content-Disposition"] = f'attachment; filename="arena-{fmt}.jsonl"'
+    return response
+
+
+@admin.action(description="Download selected votes as TRL preference pairs (JSONL)")
+def export_trl(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Vote]
+) -> HttpResponse:
+    return _export(queryset, "trl")
+
+
+@admin.action(description="Download selected votes in LMArena's format (JSONL)")
+def export_arena(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Vote]
+) -> HttpResponse:
+    return _export(queryset, "arena")
+
+
+# Arena registers the votes' page (its model) and imports no ratings; ratings,
+# later in INSTALLED_APPS, adds its filter and exports to that page, so the
+# page and its URLs stay one.
+_votes_page = type(admin.site.get_model_admin(Vote))
+_votes_page.list_filter = (*_votes_page.list_filter, FlaggedVoterFilter)
+_votes_page.actions = (*(_votes_page.actions or ()), export_trl, export_arena)

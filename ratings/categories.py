@@ -7,7 +7,7 @@ Names follow LMArena's categories where they exist; the language is a tag
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 LONG_PROMPT_CHARS = 2000  # roughly LMArena's "longer query" (500 tokens)
 MULTI_TURN = "multi_turn"
@@ -105,7 +105,3 @@ def category_label(name: str) -> str:
     if name.startswith("language:"):
         return f"Language: {name.split(':', 1)[1]}"
     return name.replace("_", " ").capitalize()
-
-
-def sorted_categories(names: Iterable[str]) -> list[str]:
-    return sorted(set(names), key=lambda n: (n.startswith("language:"), n))

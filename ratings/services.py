@@ -1,4 +1,5 @@
-"""Writes for the leaderboard: vote annotations, snapshots, outlier flags."""
+"""Writes for the leaderboard: snapshots, outlier flags, the leak and de-duplication marks
+(a fresh vote's annotations: ratings.annotation)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -16,17 +15,15 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Window
 from django.db.models.functions import RowNumber
-from django.utils import timezone
 
 from arena.models import Answer, Vote
+from ratings.annotation import votes_annotate_pending
 from ratings.bt import Board, bt_board, rank_ub
 from ratings.cache import lock_held, store
-from ratings.categories import conversation_categories
-from ratings.dedup import vote_prompt_keys
 from ratings.elo import elo_history
 from ratings.hygiene import identity_leak, identity_pattern, outlier_p_values
 from ratings.matrices import expected_win_rate, win_rate_matrices
-from ratings.models import FlaggedVoter, Snapshot, VoteCategory, VotePrompt, VoteStyle
+from ratings.models import FlaggedVoter, Snapshot, VotePrompt
 from ratings.selectors import (
     OUTCOME,
     Aggregated,
@@ -39,54 +36,9 @@ from ratings.selectors import (
     style_rows_get,
     vote_sequence_get,
 )
-from ratings.style import STYLE_FEATURES, markdown_counts, style_control_fit, style_features
+from ratings.style import STYLE_FEATURES, style_control_fit, style_features
 
 CI = Literal["sandwich", "bootstrap"]
-
-
-def vote_annotate(
-    *,
-    vote: Vote,
-    prompts: Sequence[str],
-    answers_a: Sequence[str],
-    answers_b: Sequence[str],
-    tokens_a: int,
-    tokens_b: int,
-    network_over_cap: bool = False,
-) -> None:
-    """What the leaderboard needs of a fresh vote: categories, the answers'
-    style counts, the prompt's de-duplication key, the identity-leak flag and
-    the daily-cap flag: over the visitor's cap (counted here) or over its
-    network's (`network_over_cap`, counted by arena where the address is)."""
-    if prompts and prompts[0].strip():
-        VotePrompt.objects.create(vote=vote, **vote_prompt_keys(vote.pk, prompts[0]))
-    VoteCategory.objects.bulk_create(
-        [VoteCategory(vote=vote, name=n) for n in sorted(conversation_categories(prompts))]
-    )
-    ha, la, ba = (sum(x) for x in zip(*(markdown_counts(t) for t in answers_a), strict=True))
-    hb, lb, bb = (sum(x) for x in zip(*(markdown_counts(t) for t in answers_b), strict=True))
-    VoteStyle.objects.create(
-        vote=vote,
-        tokens_a=tokens_a,
-        tokens_b=tokens_b,
-        headers_a=ha,
-        headers_b=hb,
-        lists_a=la,
-        lists_b=lb,
-        bold_a=ba,
-        bold_b=bb,
-    )
-    identities = identities_battling(also=(vote.contender_a_id, vote.contender_b_id))
-    leak = identity_leak([*answers_a, *answers_b], identity_pattern(identities))
-    since = timezone.now() - timedelta(days=1)
-    earlier = Vote.objects.filter(session_key=vote.session_key, created_at__gte=since).exclude(
-        pk=vote.pk
-    )
-    over_cap = network_over_cap or earlier.count() >= settings.ARENA_DAILY_VOTE_CAP
-    if leak or over_cap:
-        Vote.objects.filter(pk=vote.pk).update(
-            identity_leak=bool(leak), leak_evidence=leak[:200], over_cap=over_cap
-        )
 
 
 def votes_leaks_recheck() -> int:
@@ -366,6 +318,7 @@ def snapshots_refresh() -> list[Snapshot] | None:
         if held is None:
             return None
         store().set(VOTES_SINCE_REFRESH, 0, ttl=None)
+        votes_annotate_pending()  # votes whose task is late count as flagged ones do
         duplicates = prompts_dedup_mark()
         lists = board_lists_read()
         enough = [name for name, n in lists["categories"] if n >= settings.ARENA_MIN_VOTES]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 import weakref
@@ -42,7 +41,7 @@ from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
 
 log = logging.getLogger(__name__)
-HEALTH_SECONDS = 10.0  # a PING this often; no PONG within ARENA_REDIS_TIMEOUT drops the link
+HEALTH_SECONDS = 10.0  # a PING this often; no PONG in ARENA_REDIS_TIMEOUT_SECONDS drops it
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0)  # then every second, while any socket watches
 
 
@@ -134,12 +133,12 @@ class RespConnection(asyncio.Protocol):
         self.replies: deque[asyncio.Future[Any]] = deque()  # for the commands sent, in order
 
     async def connect(self) -> None:
-        """Connects and authenticates within ARENA_REDIS_TIMEOUT; a connection
+        """Connects and authenticates within ARENA_REDIS_TIMEOUT_SECONDS; a connection
         half made is aborted."""
         address = self.address
         self.reader = hiredis.Reader()
         try:
-            async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT):
+            async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT_SECONDS):
                 await asyncio.get_running_loop().create_connection(
                     lambda: self,
                     address.host,
@@ -192,7 +191,7 @@ class _Link(RespConnection):
             waiter = self._waiter(channel)
             if channel not in self.requested:
                 self._subscribe([channel])
-            async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT):
+            async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT_SECONDS):
                 await waiter
         except (OSError, TimeoutError) as exc:
             self.leave(channel, sink)
@@ -240,7 +239,7 @@ class _Link(RespConnection):
             # subscriptions are renewed, every watching socket resyncs.
             self.lost = False
             with contextlib.suppress(OSError, TimeoutError):
-                async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT):
+                async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT_SECONDS):
                     await asyncio.gather(*waiters)
             for sinks in list(self.sinks.values()):
                 for sink in list(sinks):
@@ -263,7 +262,7 @@ class _Link(RespConnection):
             if transport is None:
                 return
             try:
-                async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT):
+                async with asyncio.timeout(settings.ARENA_REDIS_TIMEOUT_SECONDS):
                     await self.ask(command("PING"))
             except (OSError, TimeoutError):
                 log.warning("Redis did not answer the hub's health check; reconnecting")
@@ -389,13 +388,13 @@ class BattleHub:
         except Exception as exc:
             log.warning("battle hub: undecodable message dropped: %r", exc)
             return None
-        if type(message) is not dict or message.get("type") != "battle.event":
+        # The one envelope (realtime.publisher): the event already encoded.
+        is_event = type(message) is dict and message.get("type") == "battle.event"
+        text = message.get("text") if is_event else None
+        if not isinstance(text, str):
             log.warning("battle hub: unexpected message dropped: %.80r", message)
             return None
-        text = message.get("text")
-        if isinstance(text, str):
-            return text
-        return json.dumps(message.get("event"))
+        return text
 
     def hold(self, task: asyncio.Task[None]) -> None:
         self._held.add(task)

@@ -49,24 +49,39 @@ class Publisher:
         if not final and time.monotonic() < self._paused_until:
             self.dropped += 1
             return
-        layer = get_channel_layer()
-        assert layer is not None, "CHANNEL_LAYERS is not configured"
-        # Encoded once here, sent as is by every socket watching the battle
-        # (arena.consumers.BattleConsumer.dispatch): no JSON work in the web server.
-        message = {"type": "battle.event", "text": json.dumps(event)}
-        home = self.home_loop
         try:
-            if home is not None and home is not asyncio.get_running_loop():
-                coro = layer.group_send(self.group, message)
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, home))
-            elif (pipeline := _pipeline_for(layer)) is not None:
-                await pipeline.publish(self.group, message)
-            else:
-                await layer.group_send(self.group, message)
+            await _group_publish(self.group, event, self.home_loop)
         except LAYER_ERRORS as exc:
             self.dropped += 1
             self._paused_until = time.monotonic() + LAYER_PAUSE_SECONDS
             log.warning("channel layer unavailable, dropping %s events: %r", event["type"], exc)
+
+
+async def publish(battle_id: object, event: Mapping[str, Any]) -> None:
+    """Sends one server event to every socket watching the battle, from the
+    running loop (the web server's: the consumer's broadcasts, the reaper).
+    Raises LAYER_ERRORS when the channel layer is down: the caller decides
+    what the visitor hears instead (a generation's sends go through
+    `Publisher`, which drops them)."""
+    await _group_publish(battle_group(battle_id), event, None)
+
+
+async def _group_publish(
+    group: str, event: Mapping[str, Any], home: asyncio.AbstractEventLoop | None
+) -> None:
+    layer = get_channel_layer()
+    assert layer is not None, "CHANNEL_LAYERS is not configured"
+    # The one envelope of a battle event: encoded once here, sent as is by
+    # every socket watching the battle (arena.consumers.BattleConsumer.dispatch,
+    # realtime.hub.BattleHub.decode): no JSON work per socket.
+    message = {"type": "battle.event", "text": json.dumps(event)}
+    if home is not None and home is not asyncio.get_running_loop():
+        coro = layer.group_send(group, message)
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, home))
+    elif (pipeline := _pipeline_for(layer)) is not None:
+        await pipeline.publish(group, message)
+    else:
+        await layer.group_send(group, message)
 
 
 class PublishPipeline:
@@ -104,7 +119,7 @@ class PublishPipeline:
         return done
 
     async def _run(self) -> None:
-        gather = settings.ARENA_PUBLISH_GATHER
+        gather = settings.ARENA_PUBLISH_GATHER_MS / 1000
         while True:
             await self._wake.wait()
             if gather:

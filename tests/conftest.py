@@ -18,8 +18,8 @@ from django.conf import settings
 
 from arena.events import MAX_FRAME_CHARS
 from arena.visitors import visitor_new
-from arena.workers import worker_argv
 from inference.models import Contender, Engine
+from tests.workers import worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("ARENA_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts"))
@@ -121,7 +121,7 @@ def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update(
         DATABASE_URL=child_database_url(),
-        ARENA_DATA_DIR=str(settings.DATA_DIR),
+        ARENA_DATA_DIR=str(settings.ARENA_DATA_DIR),
         PYTHONUNBUFFERED="1",
     )
     if settings.REDIS_URL:

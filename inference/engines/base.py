@@ -108,10 +108,36 @@ def special_tokens_defused(messages: Sequence[Message], specials: Iterable[str])
     return out
 
 
+# Every code an EngineError may carry. Each is an answer error code with a
+# fixed visitor message in arena.events.ANSWER_ERRORS (tests/arena/
+# test_event_registry.py holds the two together; engines import no arena).
+ENGINE_ERROR_CODES = frozenset(
+    {
+        "engine_failed",
+        "engine_unknown",
+        "engine_misconfigured",
+        "engine_unreachable",
+        "engine_rejected",
+        "engine_busy",
+        "engine_auth",
+        "model_missing",
+        "model_not_found",
+        "adapter_invalid",
+        "lora_unsupported",
+        "lora_rejected",
+        "timeout",
+        "retrieval_failed",
+    }
+)
+
+
 class EngineError(Exception):
-    """A failure the visitor should see as that side's error, with a stable code."""
+    """A failure the visitor should see as that side's error, with a stable
+    code from ENGINE_ERROR_CODES: a code outside it is a bug, refused here."""
 
     def __init__(self, code: str, message: str) -> None:
+        if code not in ENGINE_ERROR_CODES:
+            raise ValueError(f"unknown engine error code {code!r}: add it to ENGINE_ERROR_CODES")
         super().__init__(message)
         self.code = code
         self.message = message

@@ -333,27 +333,14 @@ class OpenAIEngine:
     async def _events(
         self, response: aiohttp.ClientResponse, started: float, first_at: float, total_at: float
     ) -> AsyncIterator[StreamEvent]:
-        config = self.config
+        _event_stream_check(response)
+        idle_timeout = self.config.idle_timeout
         loop = asyncio.get_running_loop()
-        content_type = response.headers.get("content-type", "")
-        if "text/event-stream" not in content_type:
-            raise EngineError(
-                "engine_failed",
-                "The model server did not stream: expected Content-Type text/event-stream, "
-                f"got {_short(content_type) or 'none'}.",
-            )
         sse = _sse_data(response.content)
-        got_text = False
-        finish_reason: str | None = None
-        prompt_tokens: int | None = None
-        completion_tokens: int | None = None
-        chunks = 0
-        done = False
+        tally = _StreamTally()
         try:
             while True:
-                deadline = min(
-                    total_at, loop.time() + config.idle_timeout if got_text else first_at
-                )
+                deadline = min(total_at, loop.time() + idle_timeout if tally.got_text else first_at)
                 try:
                     # The deadline cancels the read itself; the stream is not
                     # read again afterwards, so cancelling it mid-read is safe.
@@ -362,7 +349,9 @@ class OpenAIEngine:
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    raise self._timeout_error(loop.time(), started, total_at, got_text) from None
+                    raise self._timeout_error(
+                        loop.time(), started, total_at, tally.got_text
+                    ) from None
                 except (UnicodeDecodeError, ValueError) as exc:  # ValueError: a line too long
                     raise EngineError(
                         "engine_failed", f"The model server sent an unreadable line: {exc}"
@@ -371,54 +360,15 @@ class OpenAIEngine:
                 if not data:
                     continue
                 if data == "[DONE]":
-                    done = True
+                    tally.done = True
                     break
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    raise EngineError(
-                        "engine_failed",
-                        f"The model server sent an unreadable chunk: {_short(data)}",
-                    ) from None
-                if not isinstance(chunk, dict):
-                    continue
-                if is_error_chunk(chunk):
-                    reason, kind = error_detail(chunk)
-                    raise EngineError(
-                        "engine_failed",
-                        f"The model server failed mid-answer: {_short(reason) or kind or 'error'}",
-                    )
-                usage = chunk.get("usage")
-                if isinstance(usage, dict):
-                    prompt_tokens = _int_or_none(usage.get("prompt_tokens"))
-                    completion_tokens = _int_or_none(usage.get("completion_tokens"))
-                for choice in chunk.get("choices") or []:
-                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                        continue
-                    delta = choice.get("delta") or {}
-                    text = delta.get("content") if isinstance(delta, dict) else None
-                    if text:
-                        got_text = True
-                        chunks += 1
+                chunk = _chunk_parse(data)
+                if chunk is not None:
+                    for text in tally.texts(chunk):
                         yield TextDelta(text, 1)
-                    if choice.get("finish_reason"):
-                        finish_reason = str(choice["finish_reason"])[:20]
         finally:
             await sse.aclose()
-        if finish_reason is None:
-            # Cut off: the connection closed early, or the server ended the
-            # stream without finishing (llama.cpp's Python server sends [DONE]
-            # when another request interrupts this one). Not a finished answer.
-            why = "interrupted" if done else "closed early"
-            raise EngineError(
-                "engine_failed",
-                f"The model server ended the stream before the answer was finished ({why}).",
-            )
-        yield StreamEnd(
-            finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens if completion_tokens is not None else chunks,
-        )
+        yield tally.end()
 
     def _timeout_error(
         self, now: float, started: float, total_at: float, got_text: bool
@@ -435,6 +385,86 @@ class OpenAIEngine:
             )
         return EngineError(
             "timeout", f"The model server went silent for {config.idle_timeout:g} s mid-answer."
+        )
+
+
+def _event_stream_check(response: aiohttp.ClientResponse) -> None:
+    content_type = response.headers.get("content-type", "")
+    if "text/event-stream" not in content_type:
+        raise EngineError(
+            "engine_failed",
+            "The model server did not stream: expected Content-Type text/event-stream, "
+            f"got {_short(content_type) or 'none'}.",
+        )
+
+
+def _chunk_parse(data: str) -> dict[str, Any] | None:
+    """One event's JSON chunk; None for one that is not an object (skipped).
+    A server's error chunk mid-stream is raised."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise EngineError(
+            "engine_failed", f"The model server sent an unreadable chunk: {_short(data)}"
+        ) from None
+    if not isinstance(chunk, dict):
+        return None
+    if is_error_chunk(chunk):
+        reason, kind = error_detail(chunk)
+        raise EngineError(
+            "engine_failed",
+            f"The model server failed mid-answer: {_short(reason) or kind or 'error'}",
+        )
+    return chunk
+
+
+@dataclass(slots=True)
+class _StreamTally:
+    """What a stream has said so far, for its `StreamEnd`."""
+
+    got_text: bool = False
+    done: bool = False  # the server sent [DONE]
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    chunks: int = 0
+
+    def texts(self, chunk: dict[str, Any]) -> list[str]:
+        """The text deltas of a chunk's first choice (index 0), counted; its
+        usage and finish reason kept."""
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.prompt_tokens = _int_or_none(usage.get("prompt_tokens"))
+            self.completion_tokens = _int_or_none(usage.get("completion_tokens"))
+        texts: list[str] = []
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            text = delta.get("content") if isinstance(delta, dict) else None
+            if text:
+                self.got_text = True
+                self.chunks += 1
+                texts.append(text)
+            if choice.get("finish_reason"):
+                self.finish_reason = str(choice["finish_reason"])[:20]
+        return texts
+
+    def end(self) -> StreamEnd:
+        if self.finish_reason is None:
+            # Cut off: the connection closed early, or the server ended the
+            # stream without finishing (llama.cpp's Python server sends [DONE]
+            # when another request interrupts this one). Not a finished answer.
+            why = "interrupted" if self.done else "closed early"
+            raise EngineError(
+                "engine_failed",
+                f"The model server ended the stream before the answer was finished ({why}).",
+            )
+        completion = self.completion_tokens
+        return StreamEnd(
+            finish_reason=self.finish_reason,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=completion if completion is not None else self.chunks,
         )
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from django.db import connection
 
-from arena.services import GenerationJob, answer_passages_save
+from arena.services import answer_passages_save
 from inference.engines.base import Message
+from inference.jobs import GenerationJob
 from inference.models import Contender
 from inference.rag.embeddings import embed_query
 from inference.rag.prompting import messages_with_passages, query_from_messages

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 from asgiref.sync import sync_to_async
 
-from arena.workers import worker_argv
 from inference.models import Contender
 from tests.conftest import Process, free_port
+from tests.workers import worker_argv
 
 Event = dict[str, Any]
 

@@ -131,7 +131,7 @@ def test_the_moderation_endpoint_flags_and_passes(moderation_server: str, settin
 
 def test_an_unreachable_endpoint_fails_closed_or_open_as_set(settings: object) -> None:
     settings.ARENA_MODERATION_URL = f"http://127.0.0.1:{free_port()}/v1/moderations"  # type: ignore[attr-defined]
-    settings.ARENA_MODERATION_TIMEOUT = 1.0  # type: ignore[attr-defined]
+    settings.ARENA_MODERATION_TIMEOUT_SECONDS = 1.0  # type: ignore[attr-defined]
     settings.ARENA_MODERATION_FAIL = "closed"  # type: ignore[attr-defined]
     assert moderation.prompt_moderate("hello").flagged is True
     settings.ARENA_MODERATION_FAIL = "open"  # type: ignore[attr-defined]

@@ -7,11 +7,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 
 import arena.asgi  # noqa: F401  (the web process: starts the beat in the embedded default)
 from arena.beat import Beat, beat_start
+from arena.celery import app
 from arena.models import Vote
 from inference.models import Contender
 from ratings.models import FlaggedVoter
@@ -107,3 +110,11 @@ def test_an_entry_first_runs_one_interval_after_start_and_never_while_off(
     time.sleep(0.6)
     beat.tick()
     assert FlaggedVoter.objects.filter(session_key=contrarian).exists()
+
+
+def test_each_scheduled_entry_names_the_queue_its_task_is_routed_to() -> None:
+    schedule: dict[str, dict[str, Any]] = django_settings.CELERY_BEAT_SCHEDULE
+    for name, entry in schedule.items():
+        routed = app.amqp.router.route({}, entry["task"])["queue"].name
+        assert entry["options"]["queue"] == routed, name
+        assert entry["schedule"] > 0, name

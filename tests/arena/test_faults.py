@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_silent_and_unclaimed_answers_are_failed_once(contenders: object, alice: str) -> None:
     battle = services.battle_create(session_key=alice)
     a, b = services.turn_create(battle_id=battle.pk, session_key=alice, text="hi")
-    assert services.answer_claim(answer_id=a.pk) is not None
+    assert services.answer_start(answer_id=a.pk) is not None
     long_ago = timezone.now() - timedelta(minutes=10)
     Answer.objects.filter(pk=a.pk).update(heartbeat_at=long_ago)
     Answer.objects.filter(pk=b.pk).update(created_at=long_ago)
@@ -71,7 +71,7 @@ async def test_a_worker_killed_mid_stream_fails_the_turn_and_the_battle_recovers
 ) -> None:
     settings.ARENA_QUEUE_LOCAL = "generation-doomed"  # type: ignore[attr-defined]
     settings.ARENA_STALE_SECONDS = 3.0  # type: ignore[attr-defined]
-    settings.ARENA_REAP_INTERVAL = 0.5  # type: ignore[attr-defined]
+    settings.ARENA_REAP_INTERVAL_SECONDS = 0.5  # type: ignore[attr-defined]
     settings.ARENA_REAPER = True  # type: ignore[attr-defined]
     doomed = Process(
         "doomed-worker",

@@ -50,9 +50,9 @@ def db_stack(contenders: object) -> Iterator[tuple[TcpProxy, str]]:
         DATABASE_URL=proxied,
         REDIS_URL=redis.url,
         ARENA_STALE_SECONDS="4",
-        ARENA_REAP_INTERVAL="0.5",
+        ARENA_REAP_INTERVAL_SECONDS="0.5",
         ARENA_PENDING_SECONDS="30",
-        DB_CONNECT_TIMEOUT="2",
+        ARENA_DB_CONNECT_TIMEOUT_SECONDS="2",
     )
     worker, server, base = stack_start("db-fault", env)
     yield proxy, base

@@ -46,7 +46,7 @@ def redis_stack(contenders: object) -> Iterator[tuple[PrivateRedis, Process, str
     env = child_env(
         REDIS_URL=redis.url,
         ARENA_STALE_SECONDS=str(STALE),
-        ARENA_REAP_INTERVAL=str(REAP_EVERY),
+        ARENA_REAP_INTERVAL_SECONDS=str(REAP_EVERY),
         ARENA_PENDING_SECONDS="30",
     )
     worker, server, url = stack_start("redis-fault", env)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arena.events import ERROR_CODES
-from ratings.imports import votes_import
+from ratings.vote_import import votes_import
 from tests.arena.wsclient import Client
 from tests.consistency import consistency_problems
 

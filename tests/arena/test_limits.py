@@ -167,7 +167,7 @@ async def test_a_reader_far_behind_gets_the_battle_state_instead_of_every_event(
     contenders: object, alice: str, settings: Any
 ) -> None:
     settings.ARENA_SOCKET_OUTBOX_EVENTS = 5
-    settings.ARENA_SOCKET_GATHER = 0.3  # events wait for company: they pile up
+    settings.ARENA_SOCKET_GATHER_MS = 300.0  # events wait for company: they pile up
     client = Client(alice, path="/ws/battle/?batch=1")
     assert await client.connect()
     battle = (await client.start())["battle"]["id"]

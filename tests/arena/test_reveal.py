@@ -185,7 +185,7 @@ def _streaming(alice: str, n: int) -> list[Answer]:
     for _ in range(n):
         battle = services.battle_create(session_key=alice)
         answer, _ = services.turn_create(battle_id=battle.pk, session_key=alice, text="hi")
-        assert services.answer_claim(answer_id=answer.pk) is not None
+        assert services.answer_start(answer_id=answer.pk) is not None
         claimed.append(answer)
     long_ago = timezone.now() - timedelta(minutes=5)
     Answer.objects.filter(pk__in=[a.pk for a in claimed]).update(

@@ -12,6 +12,7 @@ from arena import services
 from arena.events import ArenaError
 from arena.models import Answer, Battle, Turn, Vote
 from arena.selectors import battle_state
+from inference.jobs import answer_claim
 from inference.models import Contender, Endpoint, Engine
 from inference.tokens import bytes_bound, local_count
 
@@ -154,7 +155,7 @@ def test_stop_marks_unclaimed_answers_stopped(contenders: object, alice: str) ->
     ids = services.answers_unfinished(battle_id=battle.pk, session_key=alice)
     assert sorted(ids) == sorted([a.pk, b.pk])
     assert set(Answer.objects.values_list("status", flat=True)) == {"stopped"}
-    assert services.answer_claim(answer_id=a.pk) is None
+    assert services.answer_start(answer_id=a.pk) is None
     with pytest.raises(ArenaError) as caught:
         services.answers_unfinished(battle_id=battle.pk, session_key=alice)
     assert caught.value.code == "nothing_to_do"
@@ -163,10 +164,10 @@ def test_stop_marks_unclaimed_answers_stopped(contenders: object, alice: str) ->
 def test_an_answer_is_claimed_once(contenders: object, alice: str) -> None:
     battle = services.battle_create(session_key=alice)
     a, _ = services.turn_create(battle_id=battle.pk, session_key=alice, text="hi")
-    job = services.answer_claim(answer_id=a.pk)
+    job = answer_claim(answer_id=a.pk)
     assert job is not None and job.request.max_tokens == 6
     assert job.request.messages[-1] == {"role": "user", "content": "hi"}
-    assert services.answer_claim(answer_id=a.pk) is None
+    assert services.answer_start(answer_id=a.pk) is None
     assert Battle.objects.get().status == "open"
 
 
@@ -177,7 +178,7 @@ def test_progress_of_many_answers_is_saved_in_one_statement(
     for _ in range(3):
         battle = services.battle_create(session_key=alice)
         a, b = services.turn_create(battle_id=battle.pk, session_key=alice, text="hi")
-        assert services.answer_claim(answer_id=a.pk) is not None
+        assert services.answer_start(answer_id=a.pk) is not None
         claimed.append(a)
     # b of the last battle is still pending: no heartbeat, no text for it.
     Answer.objects.filter(pk=claimed[0].pk).update(text="kept", heartbeat_at=None)
@@ -277,13 +278,13 @@ def test_a_claimed_request_never_exceeds_the_context_window(
 ) -> None:
     battle = services.battle_create(session_key=alice)
     a, _ = services.turn_create(battle_id=battle.pk, session_key=alice, text=X * 1000)
-    assert services.answer_claim(answer_id=a.pk).request.max_tokens == 6  # type: ignore[union-attr]
+    assert answer_claim(answer_id=a.pk).request.max_tokens == 6  # type: ignore[union-attr]
     # An admin shrinks the window while a regenerated answer waits.
     Answer.objects.filter(turn__battle=battle).update(status=Answer.Status.DONE, text="ok")
     a2, _ = services.turn_regenerate(battle_id=battle.pk, session_key=alice)
     prompt = local_count(a2.messages)
     Contender.objects.filter(pk=a2.contender_id).update(context_window=prompt + 3)
-    job = services.answer_claim(answer_id=a2.pk)
+    job = answer_claim(answer_id=a2.pk)
     assert job is not None
     assert job.request.max_tokens == 3
     assert local_count(job.request.messages) + job.request.max_tokens == prompt + 3

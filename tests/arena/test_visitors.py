@@ -63,7 +63,7 @@ def test_the_visitor_cookie_is_http_only_same_site_and_lasts_the_configured_age(
 
 
 def test_the_visitor_cookie_is_secure_in_production(settings: Any) -> None:
-    settings.PRODUCTION = True
+    settings.ARENA_PRODUCTION = True
     assert _fresh_view()[1]["secure"] is True
 
 

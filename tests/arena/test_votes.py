@@ -18,6 +18,7 @@ from arena import services
 from arena.events import ArenaError
 from arena.models import Answer, Battle, Vote
 from inference.models import Contender, Endpoint, Engine
+from ratings.annotation import votes_annotate_pending
 from tests.arena.wsclient import Client
 from tests.conftest import Process
 from tests.inference.servers import VLLMStandIn, http_worker_start
@@ -207,6 +208,8 @@ def test_the_visitor_cap_still_holds_on_a_shared_address(
             status=Answer.Status.DONE, text="Hello."
         )
         services.vote_record(battle_id=battle.pk, session_key=alice, choice="a", ip=ip)
+    # The visitor's cap is ratings' annotation, made after the commit: now.
+    votes_annotate_pending()
     assert list(Vote.objects.order_by("created_at").values_list("over_cap", flat=True)) == [
         False,
         True,

@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from arena.workers import worker_argv
 from inference.engines.local import GGUF_FILE, gguf_package_dir
 from tests.conftest import Process, child_env, free_port
+from tests.workers import worker_argv
 
 LLAMA_ALIAS = "smollm2-gguf"
 
@@ -326,23 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(chunk([choice({"role": "assistant", "content": ""})]))
             time.sleep(state.first_token_delay)
             for i, word in enumerate(words):
-                if state.error_after is not None and i == state.error_after:
-                    # vLLM's create_streaming_error_response: an error object as
-                    # a data line of the 200 stream, then [DONE].
-                    self._send(
-                        self._error_body(
-                            500, "CUDA error: an illegal memory access", "InternalServerError"
-                        )
-                    )
-                    self._raw("data: [DONE]\n\n")
-                    self._end()
-                    return
-                if state.done_after is not None and i == state.done_after:
-                    self._raw("data: [DONE]\n\n")  # cut short, as an interrupted server does
-                    self._end()
-                    return
-                if state.stall_after is not None and i == state.stall_after:
-                    time.sleep(30)
+                if self._fault_at(i):
                     return
                 last = i == len(words) - 1
                 # The chunk of the last token also carries the finish reason.
@@ -363,6 +347,28 @@ class _Handler(BaseHTTPRequestHandler):
             # What vLLM does when the client goes: abort the request, free the slot.
             state.aborted.append(request_id)
             self.close_connection = True
+
+    def _fault_at(self, i: int) -> bool:
+        """The fault set to happen before token `i`, played as vLLM would;
+        True if the stream ends there."""
+        state = self.state
+        if state.error_after is not None and i == state.error_after:
+            # vLLM's create_streaming_error_response: an error object as
+            # a data line of the 200 stream, then [DONE].
+            self._send(
+                self._error_body(500, "CUDA error: an illegal memory access", "InternalServerError")
+            )
+            self._raw("data: [DONE]\n\n")
+            self._end()
+            return True
+        if state.done_after is not None and i == state.done_after:
+            self._raw("data: [DONE]\n\n")  # cut short, as an interrupted server does
+            self._end()
+            return True
+        if state.stall_after is not None and i == state.stall_after:
+            time.sleep(30)
+            return True
+        return False
 
     def _send(self, obj: object) -> None:
         self._raw(f"data: {json.dumps(obj)}\n\n")

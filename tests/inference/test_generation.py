@@ -73,7 +73,7 @@ async def test_a_side_that_fails_mid_stream_shows_its_error_and_the_other_finish
 async def test_deltas_are_coalesced_by_time_not_sent_per_token(
     alpha: Contender, beta: Contender, alice: str, in_threads: None, settings: object
 ) -> None:
-    settings.ARENA_DELTA_INTERVAL = 0.5  # type: ignore[attr-defined]
+    settings.ARENA_DELTA_INTERVAL_MS = 500.0  # type: ignore[attr-defined]
     await sync_to_async(Contender.objects.update)(params={"max_tokens": 30, "temperature": 0})
     client = Client(alice)
     await client.connect()

@@ -32,7 +32,7 @@ def _voted_battles(key: str) -> None:
         Battle.objects.filter(pk=battle.pk).update(mode="anonymous")
         a, b = services.turn_create(battle_id=battle.pk, session_key=key, text=prompt)
         for answer, text in ((a, "Wonderful question!!! Absolutely: yes!!!"), (b, "No.")):
-            assert services.answer_claim(answer_id=answer.pk) is not None
+            assert services.answer_start(answer_id=answer.pk) is not None
             services.answer_complete(
                 answer_id=answer.pk, outcome=services.AnswerOutcome(status="done", text=text)
             )

@@ -13,11 +13,12 @@ from django.utils import timezone
 
 from arena.models import Vote
 from inference.models import Contender, Engine
+from ratings.annotation import vote_annotate
 from ratings.dedup import prompt_hash, sample_key
-from ratings.imports import votes_import
 from ratings.models import Snapshot, VotePrompt
 from ratings.selectors import VoteFilter
-from ratings.services import leaderboard_compute, prompts_dedup_mark, vote_annotate
+from ratings.services import leaderboard_compute, prompts_dedup_mark
+from ratings.vote_import import votes_import
 
 pytestmark = pytest.mark.django_db
 GREETINGS = ["hi", "Hi", "  HI\n", "hI  "]

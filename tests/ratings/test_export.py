@@ -21,6 +21,7 @@ from arena import services
 from arena.models import ApiToken, Battle, Vote
 from arena.tokens import api_token_create
 from inference.models import Contender, Engine
+from ratings.annotation import battle_vote_annotate
 from ratings.exports import ExportFilter, csv_cell, csv_row, preferences_export
 from ratings.preference import Options
 from ratings.services import leaderboard_compute
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.django_db
 
 def _answer(answer_id: int, text: str, *, failed: bool = False) -> None:
     """What the generation worker does for one answer: claim it, save the outcome."""
-    job = services.answer_claim(answer_id=answer_id)
+    job = services.answer_start(answer_id=answer_id)
     assert job is not None
     services.answer_complete(
         answer_id=answer_id,
@@ -54,7 +55,10 @@ def _battle(
         a, b = services.turn_create(battle_id=battle.pk, session_key=key, text=user)
         _answer(a.pk, text_a)
         _answer(b.pk, text_b)
-    services.vote_record(battle_id=battle.pk, session_key=key, choice=choice)
+    vote = services.vote_record(battle_id=battle.pk, session_key=key, choice=choice)
+    # As ratings' task does after the commit (which, in a transactional test,
+    # may have done it already: then this changes nothing).
+    battle_vote_annotate(vote_id=vote.pk)
     return battle
 
 
@@ -80,7 +84,8 @@ def battles(contenders: list[Contender], alice: str, mallory: str) -> dict[str, 
     a2, b2 = services.turn_regenerate(battle_id=battle.pk, session_key=alice)
     _answer(a2.pk, "second a")
     _answer(b2.pk, "second b")
-    services.vote_record(battle_id=battle.pk, session_key=alice, choice="a")
+    vote = services.vote_record(battle_id=battle.pk, session_key=alice, choice="a")
+    battle_vote_annotate(vote_id=vote.pk)
     out["regenerated"] = battle
     return out
 

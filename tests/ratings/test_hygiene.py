@@ -14,13 +14,14 @@ from arena.models import Answer, Battle, Vote
 from arena.visitors import network_key, visitor_key, visitor_new
 from inference.models import Contender, Engine
 from inference.selectors import pair_vote_records, pair_vote_records_forget
+from ratings.annotation import battle_vote_annotate
 from ratings.categories import conversation_categories, imported_categories
 from ratings.exports import ExportFilter
 from ratings.hygiene import identity_leak, identity_pattern, outlier_p_values
-from ratings.imports import votes_import
 from ratings.models import FlaggedVoter
 from ratings.selectors import VoteFilter, identities_battling
 from ratings.services import leaderboard_compute
+from ratings.vote_import import votes_import
 
 REAL = Path(__file__).resolve().parents[2] / "data" / "arena_hp140k_votes.csv.gz"
 # Names of LMArena's 140k release that are also words, or stems of them.
@@ -119,7 +120,7 @@ def test_a_contrarian_voter_gets_a_tiny_p_value_and_a_normal_one_does_not() -> N
 
 def _answer(answer_id: int, text: str) -> None:
     """What the generation worker does for one answer: claim it, save the text."""
-    assert services.answer_claim(answer_id=answer_id) is not None
+    assert services.answer_start(answer_id=answer_id) is not None
     services.answer_complete(
         answer_id=answer_id,
         outcome=services.AnswerOutcome(status="done", text=text, tokens=len(text.split())),
@@ -129,7 +130,8 @@ def _answer(answer_id: int, text: str) -> None:
 def _voted(
     visitor: str, text_a: str, text_b: str, *, named: bool = False, ip: str = "", choice: str = "a"
 ) -> Vote:
-    """Alpha (side a) against beta, one turn, voted through the services."""
+    """Alpha (side a) against beta, one turn, voted through the services and
+    annotated as ratings' task does once the vote commits."""
     battle = services.battle_create(
         session_key=visitor, mode="named", contender_a="alpha", contender_b="beta", ip=ip
     )
@@ -138,7 +140,8 @@ def _voted(
     a, b = services.turn_create(battle_id=battle.pk, session_key=visitor, text="Tell me something")
     _answer(a.pk, text_a)
     _answer(b.pk, text_b)
-    services.vote_record(battle_id=battle.pk, session_key=visitor, choice=choice, ip=ip)
+    vote = services.vote_record(battle_id=battle.pk, session_key=visitor, choice=choice, ip=ip)
+    assert battle_vote_annotate(vote_id=vote.pk)
     return Vote.objects.get(battle=battle)
 
 

@@ -55,7 +55,7 @@ def _rag_battle(key: str, choice: str, scores: tuple[float, float, float]) -> Ba
         ),
     )
     for answer, text in ((a, "In May."), (b, "On the second Saturday of April [1].")):
-        assert services.answer_claim(answer_id=answer.pk) is not None
+        assert services.answer_start(answer_id=answer.pk) is not None
         services.answer_complete(
             answer_id=answer.pk,
             outcome=services.AnswerOutcome(status="done", text=text, tokens=5),
@@ -144,7 +144,7 @@ def test_a_board_without_rag_contenders_has_no_triad_columns(
         session_key=alice, mode="named", contender_a="alpha", contender_b="beta"
     )
     for answer in services.turn_create(battle_id=battle.pk, session_key=alice, text="Hi"):
-        services.answer_claim(answer_id=answer.pk)
+        services.answer_start(answer_id=answer.pk)
         services.answer_complete(
             answer_id=answer.pk, outcome=services.AnswerOutcome(status="done", text="Hello")
         )

@@ -57,7 +57,7 @@ def _wait_for_snapshots(timeout: float = 90) -> int:
 def test_every_nth_vote_refreshes_the_snapshots_without_counting_votes(
     settings: object, generation: None
 ) -> None:
-    settings.ARENA_LEADERBOARD_EVERY = 10  # type: ignore[attr-defined]
+    settings.ARENA_LEADERBOARD_EVERY_VOTES = 10  # type: ignore[attr-defined]
     store().set(VOTES_SINCE_REFRESH, 0, ttl=None)
     _votes(10)
     with CaptureQueriesContext(connection) as queries:

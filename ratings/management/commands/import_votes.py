@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ratings.imports import ImportReport, votes_import
+from ratings.vote_import import ImportReport, votes_import
 
 
 class Command(BaseCommand):

@@ -9,6 +9,7 @@ import pytest
 
 from arena import services
 from arena.models import Answer
+from inference.jobs import answer_claim
 from inference.models import Contender, Engine, KnowledgeBase
 from inference.rag.answering import rag_job_prepare
 from inference.rag.ingest import document_ingest
@@ -46,7 +47,7 @@ def test_passages_longer_than_estimated_give_way_so_the_request_fits_the_window(
     )
     answers = services.turn_create(battle_id=battle.pk, session_key=alice, text="河上何時放燈")
     rag_answer = next(a for a in answers if a.contender_id == lanterns.pk)
-    job = services.answer_claim(answer_id=rag_answer.pk)
+    job = answer_claim(answer_id=rag_answer.pk)
     assert job is not None and job.rag is not None
 
     fitted = rag_job_prepare(job)

@@ -1,6 +1,7 @@
-"""Engines directly and through the whole platform, side by side.
+"""The platform's cost over each engine (local, llama.cpp), and the LoRA switch cost.
 
-    .venv/bin/python bench/engines.py [--rounds 3] [--tokens 64] [--threads 2] [--services]
+    .venv/bin/python bench/platform_overhead.py [--rounds 3] [--tokens 64] [--threads 2]
+        [--services]
 
 For the local engine (transformers on this CPU) and for llama.cpp's server
 (the same SmolLM2 GGUF, through the OpenAI-compatible engine):
@@ -41,7 +42,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from arena.workers import worker_argv  # noqa: E402
+from tests.workers import worker_argv  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena.settings")
 os.environ.setdefault("ARENA_MODEL_CACHE", str(ROOT / "var" / "models"))

@@ -1,4 +1,6 @@
-"""Building the exact message list each side sees: pure functions, no Django."""
+"""Building the exact message list a contender is sent for a turn: as many
+of the side's earlier exchanges as fit its context window. Pure functions,
+no Django (inference.selectors.contender_messages feeds them the counts)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Importing public votes: idempotent, batched, bad rows reported by line."""
+"""Saving the records of a vote file (`ratings.vote_files`) as battles and votes:
+idempotent, batched, bad rows reported by line."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from django.utils import timezone
 from arena.models import Answer, Battle, Side, Turn, Vote
 from inference.models import Contender, Engine
 from ratings.dedup import vote_prompt_keys
-from ratings.importer import Record, RowError, records_read
 from ratings.models import VoteCategory, VotePrompt, VoteStyle
+from ratings.vote_files import Record, RowError, records_read
 
 BATCH = 5000
 

@@ -5,8 +5,8 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arena.history import messages_build
 from inference.engines.base import Message
+from inference.prompts import messages_build
 from inference.tokens import local_count
 
 

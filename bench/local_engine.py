@@ -1,6 +1,6 @@
-"""Local engine speed, directly and through the whole platform.
+"""The local engine, one side alone and both at once, directly and through the platform.
 
-    .venv/bin/python bench/engine.py [--rounds 3] [--tokens 64] [--services]
+    .venv/bin/python bench/local_engine.py [--rounds 3] [--tokens 64] [--services]
 
 Directly: LocalEngine.stream in this process. Through the platform: a real
 daphne server (embedded default: SQLite, in-memory layer, generation threads;
@@ -32,7 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from arena.workers import worker_argv  # noqa: E402
+from tests.workers import worker_argv  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena.settings")
 
