@@ -413,9 +413,19 @@ def _vote_counted(*, vote_id: int) -> None:
     default) in a thread of this process, which is its own worker and finds
     the task by name as a worker does, in Celery's registry."""
     if settings.ARENA_TASKS == "celery":
-        current_app.send_task(
-            VOTE_COUNTED_TASK, kwargs={"vote_id": vote_id}, queue=settings.ARENA_QUEUE_RATINGS
-        )
+        try:
+            current_app.send_task(
+                VOTE_COUNTED_TASK,
+                kwargs={"vote_id": vote_id},
+                queue=settings.ARENA_QUEUE_RATINGS,
+                retry=False,
+            )
+        except Exception as exc:
+            # The vote is saved: the broker being away must not fail the
+            # visitor's vote. Ratings' refresh annotates votes no task did.
+            log.warning(
+                "vote %s not queued for ratings (%r); the refresh will count it", vote_id, exc
+            )
         return
     if VOTE_COUNTED_TASK not in current_app.tasks:
         current_app.loader.import_default_modules()  # Celery's lazy autodiscovery
