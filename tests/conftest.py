@@ -53,6 +53,30 @@ def _no_stale_cancel_flags() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _votes_counted_before_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A vote is handed to ratings after its commit, by a task the Celery
+    worker runs: a test that ends right after a vote must let that task finish
+    before the database is flushed, or the flush's TRUNCATE and the task's
+    reads deadlock. Set up after the database fixture, so torn down before it."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or (
+        marker is not None and marker.kwargs.get("transaction", False)
+    )
+    if not ON_SERVICES or not transactional:
+        yield
+        return
+    request.getfixturevalue("_django_db_helper" if marker else "transactional_db")
+    yield
+    from arena.models import Vote  # after the database fixture, like the test's own
+
+    pending = Vote.objects.filter(source="arena", battle__isnull=False, style__isnull=True)
+    deadline = time.monotonic() + 15.0
+    while pending.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)  # the task's refresh check, after its annotation
+
+
+@pytest.fixture(autouse=True)
 def _generous_rate_limits(settings: object) -> None:
     """Tests act faster than people; the rate-limit tests set their own limits."""
     from arena.ratelimit import counter, daily_counter
